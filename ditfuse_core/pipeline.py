@@ -1,0 +1,181 @@
+"""DiTFusePipeline: images → latents → three-branch sequences → flow sampler → images."""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from . import checkpoint, images as imgs, lora as lora_mod, prompts, sampler, vae as vae_mod
+from .devices import resolve_device, resolve_dtype
+from .sequence import build_branch
+from .tokenizer import load_tokenizer
+
+log = logging.getLogger(__name__)
+
+BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "ditfuse-tiny"
+AUTHORS_DEFAULTS = {"steps": 50, "cfg": 2.0, "img_cfg": 1.6, "max_side": 1024}
+
+
+class DiTFusePipeline:
+    def __init__(self, transformer, vae, tokenizer, defaults: dict | None = None, name: str = "model"):
+        self.transformer = transformer
+        self.vae = vae
+        self.tokenizer = tokenizer
+        self.defaults = {**AUTHORS_DEFAULTS, **(defaults or {})}
+        self.name = name
+        self.vae_factor = vae_mod.downsample_factor(vae)
+        # One token per (vae factor × patch) pixels square: 16 for OmniGen (8 × 2).
+        self.token_pixels = self.vae_factor * transformer.config.patch_size
+
+    # ---- loading -------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, model: str | Path | None = None, lora: str | Path | None = None,
+                        lora_strength: float = 1.0, device: str | torch.device = "cpu",
+                        dtype: str | torch.dtype = "auto") -> DiTFusePipeline:
+        folder = Path(model) if model else BUNDLED_MODEL
+        if not folder.is_dir():
+            raise FileNotFoundError(f"model folder not found: {folder}")
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+        transformer = checkpoint.load_transformer(folder, dt, dev)
+        vae = vae_mod.load_vae(checkpoint.vae_folder(folder), dt, dev)
+        defaults = {}
+        if (folder / "ditfuse.json").is_file():
+            defaults = json.loads((folder / "ditfuse.json").read_text()).get("defaults", {})
+        pipe = cls(transformer, vae, load_tokenizer(folder), defaults, name=folder.name)
+        if lora:
+            pipe.load_lora(lora, lora_strength)
+        return pipe
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.dtype
+
+    def load_lora(self, path, strength: float = 1.0) -> None:
+        lora_mod.load_lora(self.transformer, path, strength)
+
+    def set_lora_strength(self, strength: float) -> None:
+        lora_mod.set_strength(self.transformer, strength)
+
+    # ---- stages --------------------------------------------------------------------------------------
+    def preprocess(self, images, max_side: int | None = None):
+        """Images → (list of [1,3,h,w] in [-1,1], list of original (W,H))."""
+        pils = imgs.to_pil_list(images)
+        side = int(max_side or self.defaults["max_side"])
+        return [imgs.prepare(p, side, self.token_pixels) for p in pils], [p.size for p in pils]
+
+    def encode(self, pixels: torch.Tensor, seed: int | None = 0, sample: bool = True) -> torch.Tensor:
+        return vae_mod.encode(self.vae, pixels, seed, sample)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return vae_mod.decode(self.vae, latents)
+
+    def condition(self, prompt: str, image_latents: list[torch.Tensor]) -> sampler.Condition:
+        """The three branches for one sample: the instruction with its images, OmniGen's negative prompt
+        without images, and the images alone."""
+        n = prompts.count_images(prompt)
+        if n != len(image_latents):
+            raise ValueError(f"the instruction names {n} images but {len(image_latents)} were given")
+        p = self.transformer.config.patch_size
+        counts = [(lat.shape[-2] // p) * (lat.shape[-1] // p) for lat in image_latents]
+        tok = self.tokenizer
+        return sampler.Condition(
+            cond=build_branch(tok, prompts.wrap(prompt), counts),
+            uncond=build_branch(tok, prompts.wrap(prompts.NEGATIVE_PROMPT), []),
+            img=build_branch(tok, prompts.wrap(prompts.image_only_prompt(n)), counts) if n else
+            build_branch(tok, prompts.wrap(prompts.NEGATIVE_PROMPT), []),
+            image_latents=[lat.to(self.device) for lat in image_latents],
+        )
+
+    def sample(self, conditions, seed: int = 0, steps: int | None = None, cfg: float | None = None,
+               img_cfg: float | None = None, latent_size: tuple[int, int] | None = None,
+               progress: Callable[[int, int], None] | None = None, use_cache: bool = True,
+               batch_branches: bool = True) -> torch.Tensor:
+        """Sample latents for one Condition or a list (one per sample; item i uses seed + i). latent_size
+        (h, w) defaults to the first input image's latent size."""
+        if isinstance(conditions, sampler.Condition):
+            conditions = [conditions]
+        if latent_size is None:
+            if not conditions[0].image_latents:
+                raise ValueError("latent_size is needed when there are no input images")
+            latent_size = tuple(conditions[0].image_latents[0].shape[-2:])
+        p = self.transformer.config.patch_size
+        if latent_size[0] % p or latent_size[1] % p:
+            raise ValueError(f"latent size {latent_size} must be a multiple of the patch size {p}")
+        noise = sampler.initial_noise(seed, len(conditions), (self.transformer.config.in_channels, *latent_size))
+        return sampler.sample(
+            self.transformer, conditions, noise,
+            steps=int(steps or self.defaults["steps"]),
+            cfg=float(self.defaults["cfg"] if cfg is None else cfg),
+            img_cfg=float(self.defaults["img_cfg"] if img_cfg is None else img_cfg),
+            use_cache=use_cache, batch_branches=batch_branches, progress=progress,
+        )
+
+    # ---- tasks ---------------------------------------------------------------------------------------
+    def generate(self, instruction: str, images: list, seed: int = 0, steps: int | None = None,
+                 cfg: float | None = None, img_cfg: float | None = None, max_side: int | None = None,
+                 progress: Callable[[int, int], None] | None = None):
+        """Run one instruction over batches of inputs. `images` is a list with one entry per `<|image_k|>`;
+        each entry is a single image or a batch (PIL list or [B,H,W,C] tensor). Batches of 1 broadcast.
+        Returns a list of PIL images (PIL input) or a [B,H,W,3] tensor (tensor input), at image 1's
+        original size."""
+        as_tensor = any(isinstance(x, torch.Tensor) for x in images)
+        groups = [imgs.to_pil_list(x) for x in images]
+        n = max(len(g) for g in groups)
+        for k, g in enumerate(groups):
+            if len(g) not in (1, n):
+                raise ValueError(f"image_{k + 1} has a batch of {len(g)} but another input has {n}; "
+                                 "batches must be equal or 1 (broadcast)")
+        groups = [g * n if len(g) == 1 else g for g in groups]
+        outputs = []
+        total = n * int(steps or self.defaults["steps"])
+        for i in range(n):
+            pix, sizes = self.preprocess([g[i] for g in groups], max_side)
+            lats = [self.encode(p, seed=_encode_seed(seed + i, k)) for k, p in enumerate(pix)]
+            cond = self.condition(instruction, lats)
+            done = i * (total // n)
+            step_cb = None if progress is None else (lambda s, _t, d=done: progress(d + s, total))
+            lat = self.sample(cond, seed=seed + i, steps=steps, cfg=cfg, img_cfg=img_cfg, progress=step_cb)
+            outputs.append(imgs.restore(self.decode(lat), sizes[0]))
+        if as_tensor:
+            if len({tuple(o.shape) for o in outputs}) != 1:
+                return outputs
+            return torch.cat(outputs)
+        return [p for o in outputs for p in imgs.to_pil(o)]
+
+    def fuse(self, image1, image2, task: str = "ivif", instruction: str = "", **kw):
+        """image 1 = visible / far-focus / over-exposed; image 2 = infrared / near-focus / under-exposed."""
+        return self.generate(prompts.fusion_prompt(task, instruction), [image1, image2], **kw)
+
+    def control(self, images, adjustment: str = "LIGHT+", instruction: str = "", **kw):
+        return self.generate(prompts.control_prompt(adjustment, instruction), [images], **kw)
+
+    def segment(self, images, class_name: str, instruction: str = "", threshold: float = 0.12, **kw):
+        """Overlay images and masks [B,H,W] (1 = class): the mask is where the output turned bluer than the
+        input."""
+        overlay = self.generate(prompts.segmentation_prompt(class_name, instruction), [images], **kw)
+        src = imgs.to_pil_list(images)
+        out = imgs.to_pil_list(overlay) if not isinstance(overlay, torch.Tensor) else overlay
+        masks = [blue_mask(imgs.to_tensor(o), imgs.to_tensor(s)) for o, s in zip(imgs.to_pil_list(out), src)]
+        mask = torch.stack([(m > threshold).float() for m in masks])
+        return overlay, mask
+
+
+def blue_mask(output: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """Increase of blueness (B − max(R, G)) from source to output, [H,W] from [H,W,3] floats in 0..1."""
+    def blueness(x):
+        return x[..., 2] - torch.maximum(x[..., 0], x[..., 1])
+
+    return blueness(output) - blueness(source)
+
+
+def _encode_seed(seed: int, k: int) -> int:
+    """A stream for posterior sampling of input k that never coincides with the initial-noise stream."""
+    return (int(seed) * 1_000_003 + 7_919 * (k + 1)) % (2**63)

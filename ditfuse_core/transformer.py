@@ -1,0 +1,194 @@
+"""The OmniGen transformer with an exact KV cache of the condition tokens.
+
+We keep diffusers' `OmniGenTransformer2DModel` (its weights, names and `forward`) and add a second way to
+run the same layers: `prefill` runs each branch's condition tokens once and keeps their keys/values;
+`step` then runs only the time and output tokens against that cache. Condition tokens never attend to
+time/output tokens, so their keys/values do not depend on t and the cache is exact.
+
+Rotary embedding follows Phi-3 LongRoPE *per branch*: each branch uses the short or long factors chosen by
+its own total length, as the authors' per-branch forward calls did. diffusers' batched forward takes one
+choice for the whole batch, so we compute cos/sin per row.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers import OmniGenTransformer2DModel
+from diffusers.loaders import PeftAdapterMixin
+
+from .sequence import Branch, condition_mask
+
+
+@dataclass
+class KVCache:
+    """Per-layer keys/values of the condition tokens of a batch of branches (right-padded)."""
+
+    keys: list[torch.Tensor]  # per layer [B, Hkv, Lmax, hd]
+    values: list[torch.Tensor]
+    valid: torch.Tensor  # [B, Lmax] bool, False on padding
+    lengths: list[int]  # condition length per row
+
+
+class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
+    """diffusers' OmniGen transformer with peft adapters and a cached sampling path."""
+
+    # ---- rotary embedding ------------------------------------------------------------------------
+    def use_long_rope(self, total_length: int) -> bool:
+        """Phi-3 LongRoPE switch: long factors when the sequence is longer than the original window."""
+        return total_length > self.config.original_max_position_embeddings
+
+    def rope_cos_sin(self, pos: torch.Tensor, total_lengths: list[int], dtype=torch.float32):
+        """cos/sin [B, L, head_dim] for positions [B, L], each row with the factors of its own length."""
+        rope = self.rope
+        dim = rope.dim
+        device = pos.device
+        exps = torch.arange(0, dim, 2, dtype=torch.int64, device=device).float() / dim
+        rows_cos, rows_sin = [], []
+        scale = rope.max_position_embeddings / rope.original_max_position_embeddings
+        mscale = 1.0 if scale <= 1.0 else math.sqrt(1 + math.log(scale) / math.log(rope.original_max_position_embeddings))
+        for b, total in enumerate(total_lengths):
+            factors = rope.long_factor if self.use_long_rope(total) else rope.short_factor
+            ext = torch.tensor(factors, dtype=torch.float32, device=device)
+            inv_freq = 1.0 / (ext * rope.base**exps)
+            freqs = pos[b].float()[:, None] * inv_freq[None, :]
+            emb = torch.cat([freqs, freqs], dim=-1)
+            rows_cos.append(emb.cos() * mscale)
+            rows_sin.append(emb.sin() * mscale)
+        return torch.stack(rows_cos), torch.stack(rows_sin)
+
+    # ---- embeddings --------------------------------------------------------------------------------
+    def embed_condition(self, branch: Branch, image_latents: list[torch.Tensor]) -> torch.Tensor:
+        """[1, L, D] text embeddings with each placeholder span overwritten by its image's patch tokens."""
+        dev = self.embed_tokens.weight.device
+        emb = self.embed_tokens(branch.input_ids.to(dev)[None]).clone()
+        for (s, e), k in zip(branch.image_spans, branch.image_order):
+            lat = image_latents[k].to(dev, self.dtype)
+            tokens = self.patch_embedding(lat, is_input_image=True)
+            if tokens.shape[1] != e - s:
+                raise ValueError(f"image {k + 1} has {tokens.shape[1]} patch tokens but its placeholder has {e - s}")
+            emb[:, s:e] = tokens.to(emb.dtype)
+        return emb
+
+    def embed_time(self, t: torch.Tensor):
+        """Time token [B,1,D] and the final layer's conditioning [B,D]; t is cast to the model dtype first,
+        as the authors do."""
+        t = t.to(self.embed_tokens.weight.device, self.dtype)
+        proj = self.time_proj(t).to(self.dtype)
+        return self.time_token(proj).unsqueeze(1), self.t_embedder(proj)
+
+    # ---- layers ------------------------------------------------------------------------------------
+    def _layers(self, h, cos, sin, mask, cache: KVCache | None = None, keep: bool = False):
+        """Run all blocks. mask: [B, Lq, Lk] bool over (cached keys ++ new keys). keep → return the new
+        tokens' per-layer keys/values."""
+        kept_k, kept_v = [], []
+        bsz, lq, _ = h.shape
+        for i, block in enumerate(self.layers):
+            attn = block.self_attn
+            x = block.input_layernorm(h)
+            q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
+            hd = q.shape[-1] // attn.heads
+            kvh = k.shape[-1] // hd
+            q = q.view(bsz, lq, attn.heads, hd).transpose(1, 2)
+            k = k.view(bsz, lq, kvh, hd).transpose(1, 2)
+            v = v.view(bsz, lq, kvh, hd).transpose(1, 2)
+            q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
+            if keep:
+                kept_k.append(k)
+                kept_v.append(v)
+            if cache is not None:
+                k = torch.cat([cache.keys[i], k], dim=2)
+                v = torch.cat([cache.values[i], v], dim=2)
+            if kvh != attn.heads:
+                k = k.repeat_interleave(attn.heads // kvh, dim=1)
+                v = v.repeat_interleave(attn.heads // kvh, dim=1)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None])
+            o = o.transpose(1, 2).reshape(bsz, lq, -1)
+            h = h + attn.to_out[0](o)
+            h = h + block.mlp(block.post_attention_layernorm(h))
+        return h, kept_k, kept_v
+
+    def _output(self, h, temb, n_tokens, height, width):
+        h = self.norm(h)[:, -n_tokens:]
+        h = self.proj_out(self.norm_out(h, temb=temb))
+        p = self.config.patch_size
+        h = h.reshape(h.shape[0], height // p, width // p, p, p, -1)
+        return h.permute(0, 5, 1, 3, 2, 4).flatten(4, 5).flatten(2, 3)
+
+    # ---- cached sampling path ----------------------------------------------------------------------
+    @torch.no_grad()
+    def prefill(self, branches: list[Branch], image_latents: list[list[torch.Tensor]], num_output_tokens: int) -> KVCache:
+        """Keys/values of every branch's condition tokens; each branch runs alone (no padding), then the
+        rows are right-padded into one batch."""
+        per_row = []
+        for branch, lats in zip(branches, image_latents):
+            emb = self.embed_condition(branch, lats)
+            lc = branch.length
+            pos = torch.arange(lc, device=emb.device)[None]
+            cos, sin = self.rope_cos_sin(pos, [lc + 1 + num_output_tokens])
+            mask = condition_mask(branch).to(emb.device)[None]
+            _, ks, vs = self._layers(emb, cos, sin, mask, keep=True)
+            per_row.append((ks, vs, lc))
+        lmax = max(r[2] for r in per_row)
+        keys, values = [], []
+        for layer in range(len(self.layers)):
+            keys.append(torch.cat([_pad_len(r[0][layer], lmax) for r in per_row]))
+            values.append(torch.cat([_pad_len(r[1][layer], lmax) for r in per_row]))
+        valid = torch.zeros(len(per_row), lmax, dtype=torch.bool, device=keys[0].device)
+        for b, r in enumerate(per_row):
+            valid[b, : r[2]] = True
+        return KVCache(keys, values, valid, [r[2] for r in per_row])
+
+    @torch.no_grad()
+    def step(self, latents: torch.Tensor, t: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Velocity for latents [B,C,h,w] at times t [B], attending to the cached condition rows."""
+        bsz, _, height, width = latents.shape
+        x = self.patch_embedding(latents.to(self.dtype), is_input_image=False)
+        n = x.shape[1]
+        time_tok, temb = self.embed_time(t)
+        h = torch.cat([time_tok, x], dim=1)
+        dev = h.device
+        pos = torch.stack([torch.arange(lc, lc + 1 + n, device=dev) for lc in cache.lengths])
+        cos, sin = self.rope_cos_sin(pos, [lc + 1 + n for lc in cache.lengths])
+        lmax = cache.valid.shape[1]
+        mask = torch.ones(bsz, 1 + n, lmax + 1 + n, dtype=torch.bool, device=dev)
+        mask[:, :, :lmax] = cache.valid[:, None, :]
+        mask[:, 0, lmax + 1 :] = False  # the time token does not see the output tokens
+        h, _, _ = self._layers(h, cos, sin, mask, cache=cache)
+        return self._output(h, temb, n, height, width)
+
+    # ---- uncached reference path (training, tests) ---------------------------------------------------
+    def forward_branch(self, latents: torch.Tensor, t: torch.Tensor, branch: Branch,
+                       image_latents: list[torch.Tensor]) -> torch.Tensor:
+        """The whole sequence of one branch in one pass, exactly what the model was trained with.
+        latents [B,C,h,w] share the same condition (B may be > 1)."""
+        from .sequence import full_mask
+
+        bsz, _, height, width = latents.shape
+        x = self.patch_embedding(latents.to(self.dtype), is_input_image=False)
+        n = x.shape[1]
+        time_tok, temb = self.embed_time(t)
+        cond = self.embed_condition(branch, image_latents).expand(bsz, -1, -1)
+        h = torch.cat([cond, time_tok, x], dim=1)
+        total = h.shape[1]
+        pos = torch.arange(total, device=h.device)[None].expand(bsz, -1)
+        cos, sin = self.rope_cos_sin(pos, [total] * bsz)
+        mask = full_mask(branch, n).to(h.device)[None].expand(bsz, -1, -1)
+        h, _, _ = self._layers(h, cos, sin, mask)
+        return self._output(h, temb, n, height, width)
+
+
+def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Phi-3 rotate-half RoPE in float32 (as diffusers' apply_rotary_emb), cos/sin [B, L, hd]."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    rot = torch.cat([-x2, x1], dim=-1)
+    return (x.float() * cos[:, None] + rot * sin[:, None]).to(x.dtype)
+
+
+def _pad_len(t: torch.Tensor, length: int) -> torch.Tensor:
+    """Right-pad dim 2 of [B, H, L, hd] to `length` with zeros."""
+    if t.shape[2] == length:
+        return t
+    return F.pad(t, (0, 0, 0, length - t.shape[2]))

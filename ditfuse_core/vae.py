@@ -1,0 +1,52 @@
+"""VAE encode/decode in the model's scaled latent space.
+
+Inputs are encoded by SAMPLING the posterior (as the authors and OmniGen's training do) with a seeded CPU
+generator, so the result is the same on every device; `sample=False` takes the posterior mean instead.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL
+
+
+def load_vae(folder: str | Path, dtype: torch.dtype, device: str | torch.device) -> AutoencoderKL:
+    vae = AutoencoderKL.from_pretrained(str(folder), torch_dtype=torch.float32)
+    # SDXL's VAE overflows in fp16 (config force_upcast): keep it in fp32 then.
+    if dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+        dtype = torch.float32
+    return vae.to(device=device, dtype=dtype).eval()
+
+
+def downsample_factor(vae: AutoencoderKL) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def _scale_shift(vae):
+    scale = vae.config.scaling_factor
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return scale, shift
+
+
+@torch.no_grad()
+def encode(vae: AutoencoderKL, pixels: torch.Tensor, seed: int | None = 0, sample: bool = True) -> torch.Tensor:
+    """pixels [B,3,H,W] in [-1,1] → scaled latents [B,C,H/f,W/f] in float32."""
+    dev = next(vae.parameters()).device
+    dist = vae.encode(pixels.to(dev, vae.dtype)).latent_dist
+    z = dist.mean.float()
+    if sample:
+        g = torch.Generator("cpu").manual_seed(int(seed or 0))
+        eps = torch.randn(z.shape, generator=g, dtype=torch.float32).to(dev)
+        z = z + dist.std.float() * eps
+    scale, shift = _scale_shift(vae)
+    return (z - shift) * scale
+
+
+@torch.no_grad()
+def decode(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
+    """scaled latents → pixels [B,3,H,W] in [-1,1] (float32, on the VAE's device)."""
+    dev = next(vae.parameters()).device
+    scale, shift = _scale_shift(vae)
+    z = latents.to(dev, torch.float32) / scale + shift
+    return vae.decode(z.to(vae.dtype)).sample.float().clamp(-1, 1)
