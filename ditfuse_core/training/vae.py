@@ -1,0 +1,214 @@
+"""Train a small diffusers ``AutoencoderKL`` for the bundled model (the pipeline's VAE code runs it unchanged).
+
+    python -m ditfuse_core.training.vae --out runs/vae --minutes 30 [--data .devdata/pack] [--f 4 --latent 8]
+
+Downsample factor ``f`` = 2 ** (len(channels) - 1). The transformer's patch size p must satisfy f·p = 16
+(one token per 16×16 px). After training, ``scaling_factor`` is set to 1 / std of the (sampled) latents so
+the scaled latents have about unit std, and the folder is written in diffusers layout
+(``config.json`` + ``diffusion_pytorch_model.safetensors``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import ImageCrops, make_loader, psnr
+
+
+def build_vae(f: int = 4, latent_channels: int = 8, base: int = 32, max_ch: int = 64, layers: int = 1):
+    from diffusers import AutoencoderKL
+
+    n = int(round(math.log2(f))) + 1
+    assert 2 ** (n - 1) == f, "f must be a power of two"
+    ch = tuple(min(base * 2 ** i, max_ch) for i in range(n))
+    groups = math.gcd(*ch, 16) if len(ch) > 1 else min(16, ch[0])
+    return AutoencoderKL(
+        in_channels=3, out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=ch, layers_per_block=layers, latent_channels=latent_channels,
+        norm_num_groups=groups, sample_size=256, scaling_factor=1.0, force_upcast=False,
+        mid_block_add_attention=False,
+    )
+
+
+def vae_factor(vae) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def _lr_at(frac: float, base: float, warm: float = 0.03) -> float:
+    if frac < warm:
+        return base * max(frac / warm, 0.01)
+    p = min(1.0, (frac - warm) / (1 - warm))
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def kl_loss(post) -> torch.Tensor:
+    return 0.5 * (post.mean.pow(2) + post.var - 1.0 - post.logvar).mean()
+
+
+@torch.no_grad()
+def calibrate_scaling(vae, batches, device, seed: int = 0) -> float:
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    zs = []
+    for x in batches:
+        post = vae.encode(x.to(device)).latent_dist
+        noise = torch.randn(post.mean.shape, generator=g).to(device)
+        zs.append((post.mean + post.std * noise).float().cpu())
+    z = torch.cat(zs)
+    return float(1.0 / z.std().clamp_min(1e-6))
+
+
+def eval_images(root=None, max_side: int = 512):
+    """(name, uint8 [H,W,3]) for the shared/data/eval images (both images of every pair)."""
+    from PIL import Image
+
+    from ..m3 import default_data_root
+
+    root = Path(root) if root else default_data_root() / "eval"
+    pats = ["ivif/tno/*/*.png", "ivif/roadscene/*/*.jpg", "mff/lytro/*.png", "mef/mefb/*.*"]
+    out = []
+    for pat in pats:
+        for p in sorted(root.glob(pat)):
+            if "reference" in p.parts:
+                continue
+            with Image.open(p) as im:
+                im = im.convert("RGB")
+                w, h = im.size
+                s = min(1.0, max_side / max(w, h))
+                nw, nh = max(16, int(w * s) // 16 * 16), max(16, int(h * s) // 16 * 16)
+                if (nw, nh) != (w, h):
+                    im = im.resize((nw, nh), Image.BICUBIC)
+                out.append((str(p.relative_to(root)), np.asarray(im)))
+    return out
+
+
+@torch.no_grad()
+def eval_psnr(vae, images, device="cpu", sample: bool = True, seed: int = 0) -> dict:
+    from .data import to_tensor
+
+    vae.eval()
+    per = {}
+    for name, img in images:
+        x = to_tensor(img)[None].to(device, next(vae.parameters()).dtype)
+        post = vae.encode(x).latent_dist
+        z = post.mean
+        if sample:
+            g = torch.Generator(device="cpu").manual_seed(seed)
+            z = z + post.std * torch.randn(z.shape, generator=g).to(device, z.dtype)
+        y = vae.decode(z).sample
+        per[name] = psnr(y.float().cpu(), x.float().cpu())
+    groups = {}
+    for k, v in per.items():
+        groups.setdefault(k.split("/")[0] + "/" + k.split("/")[1], []).append(v)
+    return {"mean": float(np.mean(list(per.values()))) if per else float("nan"),
+            "by_set": {k: float(np.mean(v)) for k, v in groups.items()}, "n": len(per)}
+
+
+def train_vae(out: str, minutes: float | None = 30.0, steps: int | None = None, batch: int = 16,
+              size: int = 128, lr: float = 1e-3, f: int = 4, latent: int = 8, base: int = 32, max_ch: int = 64,
+              kl: float = 1e-6, device: str | None = None, seed: int = 0, data_root=None, workers=None,
+              log_every: int = 50, vae=None, eval_root=None, eval_max_side: int = 512, eval_stride: int = 1) -> dict:
+    """Train until ``minutes`` of wall time or ``steps`` (whichever comes first); the lr schedule
+    (warm-up, cosine) follows the elapsed fraction of that budget. Returns a summary dict."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if vae is None:
+        vae = build_vae(f, latent, base, max_ch)
+    vae.to(device).train()
+    n_params = sum(p.numel() for p in vae.parameters())
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    ds = ImageCrops(size=size, seed=seed, data_root=data_root)
+    loader = make_loader(ds, batch, workers)
+    use_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    budget_s = minutes * 60 if minutes else None
+    t0 = time.time()
+    log = []
+    step = 0
+    calib = []
+    it = iter(loader)
+    while True:
+        el = time.time() - t0
+        frac = max(el / budget_s if budget_s else 0, step / steps if steps else 0)
+        if frac >= 1.0:
+            break
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(frac, lr)
+        x = next(it).to(device, non_blocking=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            post = vae.encode(x).latent_dist
+            z = post.sample()
+            y = vae.decode(z).sample
+        y = y.float()
+        rec = F.l1_loss(y, x) + F.mse_loss(y, x)
+        loss = rec + kl * kl_loss(post)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % log_every == 0 or step == 1:
+            p = psnr(y.detach().cpu(), x.cpu())
+            rec_ = {"step": step, "time_s": round(time.time() - t0, 1), "loss": float(loss.detach()), "psnr_train": p,
+                    "lr": opt.param_groups[0]["lr"]}
+            log.append(rec_)
+            print(json.dumps(rec_), flush=True)
+        if len(calib) < 8 and step % 7 == 0:
+            calib.append(x[:8].detach().cpu())
+    vae.eval()
+    scale = calibrate_scaling(vae, calib or [x.detach().cpu()], device)
+    vae.register_to_config(scaling_factor=scale)
+    vae.to("cpu").float()
+    vae.save_pretrained(str(out), safe_serialization=True)
+    summary = {"steps": step, "wall_s": round(time.time() - t0, 1), "params": n_params, "device": device,
+               "batch": batch, "crop": size, "scaling_factor": scale, "f": vae_factor(vae),
+               "latent_channels": vae.config.latent_channels, "log": log}
+    try:
+        imgs = eval_images(eval_root, eval_max_side)[::max(1, eval_stride)]
+    except Exception:
+        imgs = []
+    if imgs:
+        summary["eval_psnr"] = eval_psnr(vae, imgs)
+    (out / "train_log.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--f", type=int, default=4)
+    ap.add_argument("--latent", type=int, default=8)
+    ap.add_argument("--base", type=int, default=32)
+    ap.add_argument("--max-ch", type=int, default=64)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data", default=None, help="shared/data (default) or a pack folder")
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--eval-stride", type=int, default=1, help="evaluate every k-th eval image")
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    s = train_vae(a.out, a.minutes, a.steps, a.batch, a.size, a.lr, a.f, a.latent, a.base, a.max_ch,
+                  device=a.device, seed=a.seed, data_root=a.data, workers=a.workers,
+                  eval_stride=a.eval_stride)
+    s.pop("log")
+    print(json.dumps(s, indent=1))
+
+
+if __name__ == "__main__":
+    main()
