@@ -1,0 +1,620 @@
+"""Flow-matching training of the DiTFuse transformer (full training of a small model, or LoRA on a base).
+
+    # single process (CPU or one GPU)
+    python -m ditfuse_core.training.flow --model MODEL_DIR --out runs/lora --lora --max-steps 2000
+    # several GPUs / nodes: the same command under accelerate
+    accelerate launch --multi_gpu --num_processes 8 -m ditfuse_core.training.flow --model ... --lora ...
+
+Objective (OmniGen / DiTFuse): x0 ~ N(0, I), x1 = VAE latent of the target, t = sigmoid(N(0, 1)),
+x_t = t·x1 + (1−t)·x0, loss = MSE(model(x_t, t, condition), x1 − x0). With probability
+``cond_dropout`` (0.1) the instruction becomes ``<cfg>`` and the input images are dropped.
+Data: :class:`ditfuse_core.m3.M3Generator` streamed on the fly (``--data``: shared/data or a pack).
+
+Checkpoints (``OUT/checkpoints/step_N``): trainable weights, optimizer, EMA, step and elapsed time;
+``--resume`` continues exactly (same next batch, noise and timesteps, as all randomness is a function of
+(seed, step)). Logs: ``OUT/loss_log.jsonl`` and ``OUT/loss.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint as grad_checkpoint
+
+from .. import prompts
+from ..sequence import Branch, build_branch, full_mask
+from .data import to_tensor
+
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+CFG_TOKEN = "<cfg>"
+
+
+# ----------------------------------------------------------------------------------------------------
+# batched, padded training forward (same math as DiTFuseTransformer.forward_branch, rows left-padded)
+# ----------------------------------------------------------------------------------------------------
+
+def _block(block, h, cos, sin, mask):
+    """One OmniGen block exactly as ``DiTFuseTransformer._layers`` runs it (no cache)."""
+    from ..transformer import _apply_rope
+
+    attn = block.self_attn
+    bsz, lq, _ = h.shape
+    x = block.input_layernorm(h)
+    q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
+    hd = q.shape[-1] // attn.heads
+    kvh = k.shape[-1] // hd
+    q = q.view(bsz, lq, attn.heads, hd).transpose(1, 2)
+    k = k.view(bsz, lq, kvh, hd).transpose(1, 2)
+    v = v.view(bsz, lq, kvh, hd).transpose(1, 2)
+    q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
+    if kvh != attn.heads:
+        k = k.repeat_interleave(attn.heads // kvh, dim=1)
+        v = v.repeat_interleave(attn.heads // kvh, dim=1)
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None])
+    o = o.transpose(1, 2).reshape(bsz, lq, -1)
+    h = h + attn.to_out[0](o)
+    return h + block.mlp(block.post_attention_layernorm(h))
+
+
+def forward_batch(model, latents: torch.Tensor, t: torch.Tensor, branches: list[Branch],
+                  image_latents: list[list[torch.Tensor]], checkpointing: bool = False) -> torch.Tensor:
+    """Velocity for a batch whose rows have different conditions. Rows are left-padded to a common
+    condition length; each row keeps its own positions (0..L_i+N) and its own mask, so a row's output
+    equals ``model.forward_branch`` on that row alone."""
+    bsz, _, height, width = latents.shape
+    x = model.patch_embedding(latents.to(model.dtype), is_input_image=False)
+    n = x.shape[1]
+    time_tok, temb = model.embed_time(t)
+    conds = [model.embed_condition(br, lats) for br, lats in zip(branches, image_latents)]
+    lens = [br.length for br in branches]
+    lmax = max(lens)
+    total = lmax + 1 + n
+    dev = x.device
+    rows, pos, masks = [], [], []
+    for b in range(bsz):
+        pad = lmax - lens[b]
+        parts = [conds[b][0]]
+        if pad:
+            parts.insert(0, conds[b].new_zeros(pad, conds[b].shape[-1]))
+        rows.append(torch.cat(parts + [time_tok[b], x[b]], dim=0))
+        pos.append(torch.cat([torch.zeros(pad, dtype=torch.long), torch.arange(lens[b] + 1 + n)]))
+        m = torch.zeros(total, total, dtype=torch.bool)
+        m[pad:, pad:] = full_mask(branches[b], n)
+        if pad:
+            m[torch.arange(pad), torch.arange(pad)] = True  # padding rows see themselves (no NaN)
+        masks.append(m)
+    h = torch.stack(rows)
+    pos = torch.stack(pos).to(dev)
+    mask = torch.stack(masks).to(dev)
+    cos, sin = model.rope_cos_sin(pos, [ln + 1 + n for ln in lens])
+    for block in model.layers:
+        if checkpointing and torch.is_grad_enabled():
+            h = grad_checkpoint(_block, block, h, cos, sin, mask, use_reentrant=False)
+        else:
+            h = _block(block, h, cos, sin, mask)
+    return model._output(h, temb, n, height, width)
+
+
+class TrainForward(torch.nn.Module):
+    """What accelerate wraps (DDP needs its forward to be called): the batched training forward."""
+
+    def __init__(self, transformer, checkpointing: bool = False):
+        super().__init__()
+        self.transformer = transformer
+        self.checkpointing = checkpointing
+
+    def forward(self, latents, t, branches, image_latents):
+        return forward_batch(self.transformer, latents, t, branches, image_latents, self.checkpointing)
+
+
+# ----------------------------------------------------------------------------------------------------
+# config
+# ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/flow"
+    model: str | None = None        # base model folder (transformer/ + vae/); None → --init-config
+    init_config: dict | None = None  # transformer config for training from scratch
+    vae: str | None = None          # VAE folder (default: MODEL/vae)
+    lora: bool = False
+    lora_rank: int = 8
+    lora_alpha: float = 8.0
+    lora_targets: list = field(default_factory=lambda: list(LORA_TARGETS))
+    data: str | None = None         # shared/data or a pack folder
+    mix: dict | None = None
+    sizes: list = field(default_factory=lambda: [256])  # square crop sizes, one per batch (random)
+    size_probs: list | None = None
+    batch: int = 8
+    grad_accum: int = 1
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    warmup: int = 200               # steps (or a fraction of the budget when < 1)
+    max_steps: int | None = None
+    minutes: float | None = None    # wall-clock budget (the lr schedule follows whichever ends first)
+    min_lr_frac: float = 0.1
+    grad_clip: float = 1.0
+    cond_dropout: float = 0.1
+    ema: float = 0.0                # EMA decay of the trainable weights (0 = off)
+    mixed_precision: str = "auto"   # auto | no | bf16 | fp16
+    grad_checkpointing: bool = False
+    seed: int = 0
+    workers: int | None = None
+    save_every: int = 1000
+    log_every: int = 20
+    keep_checkpoints: int = 2
+    resume: str | None = None       # "latest" or a checkpoint folder
+    device: str | None = None
+    progress: bool = True
+
+
+# ----------------------------------------------------------------------------------------------------
+# data: whole batches (one crop size per batch) generated by workers; batch k depends only on (seed, k)
+# ----------------------------------------------------------------------------------------------------
+
+class BatchStream(torch.utils.data.IterableDataset):
+    def __init__(self, cfg: TrainConfig, start: int = 0, rank: int = 0, world: int = 1):
+        from .. import m3
+
+        self.sources = m3.scan_sources(cfg.data)
+        self.cfg, self.start, self.rank, self.world = cfg, start, rank, world
+
+    def __iter__(self):
+        from .. import m3
+
+        wi = torch.utils.data.get_worker_info()
+        wid, nw = (wi.id, wi.num_workers) if wi else (0, 1)
+        cfg = self.cfg
+        gens = {}
+        k = self.start + wid
+        while True:
+            yield make_batch(cfg, k, self.rank, self.world, gens, self.sources)
+            k += nw
+
+
+def make_batch(cfg: TrainConfig, k: int, rank: int, world: int, gens: dict, sources) -> dict:
+    """Batch number k of this rank: a list of samples at one square size."""
+    from .. import m3
+
+    rng = np.random.default_rng([cfg.seed, 977, k])
+    probs = np.asarray(cfg.size_probs or [1.0] * len(cfg.sizes), float)
+    size = int(cfg.sizes[int(rng.choice(len(cfg.sizes), p=probs / probs.sum()))])
+    if size not in gens:
+        gens[size] = m3.M3Generator(sources, seed=cfg.seed, size=size, mix=cfg.mix)
+    gen = gens[size]
+    items = []
+    per_step = cfg.batch * world
+    for j in range(cfg.batch):
+        idx = k * per_step + rank * cfg.batch + j
+        s = gen.sample(idx)
+        drop = rng.random() < cfg.cond_dropout
+        items.append({"instruction": CFG_TOKEN if drop else s.instruction,
+                      "inputs": [] if drop else [to_tensor(x) for x in s.inputs],
+                      "target": to_tensor(s.target), "task": s.task})
+    return {"k": k, "size": size, "items": items}
+
+
+def _collate_one(x):
+    return x[0] if isinstance(x, list) else x
+
+
+# ----------------------------------------------------------------------------------------------------
+# the trainer
+# ----------------------------------------------------------------------------------------------------
+
+class FlowTrainer:
+    def __init__(self, cfg: TrainConfig, transformer=None, vae=None, tokenizer=None):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        self.cfg = cfg
+        mp = cfg.mixed_precision
+        cpu = cfg.device == "cpu" or not torch.cuda.is_available()
+        if mp == "auto":
+            mp = "bf16" if (not cpu and torch.cuda.is_bf16_supported()) else "no"
+        self.acc = Accelerator(mixed_precision=mp, cpu=cpu, gradient_accumulation_steps=cfg.grad_accum)
+        set_seed(cfg.seed, device_specific=False)
+        self.device = self.acc.device
+        self.out = Path(cfg.out)
+        if self.acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+
+        self.transformer = transformer if transformer is not None else self._load_transformer()
+        self.vae = vae if vae is not None else self._load_vae()
+        self.vae.to(self.device).eval().requires_grad_(False)
+        if tokenizer is None:
+            from ..tokenizer import load_tokenizer
+
+            tokenizer = load_tokenizer(cfg.model)
+        self.tokenizer = tokenizer
+        self.f = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.p = self.transformer.config.patch_size
+        if self.f * self.p != 16:
+            self.acc.print(f"warning: VAE factor {self.f} × patch {self.p} = {self.f * self.p} px per token (not 16)")
+
+        if cfg.lora:
+            from peft import LoraConfig
+
+            self.transformer.requires_grad_(False)
+            self.transformer.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                                                    target_modules=list(cfg.lora_targets), init_lora_weights=True),
+                                         adapter_name="ditfuse")
+            for n_, p_ in self.transformer.named_parameters():
+                p_.requires_grad_("lora_" in n_)
+        else:
+            self.transformer.requires_grad_(True)
+        self.transformer.to(self.device, torch.float32).train()
+        self.params = [p for p in self.transformer.parameters() if p.requires_grad]
+        self.n_trainable = sum(p.numel() for p in self.params)
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+        self.model, self.opt = self.acc.prepare(TrainForward(self.transformer, cfg.grad_checkpointing), self.opt)
+        self.ema = [p.detach().clone().float() for p in self.params] if cfg.ema > 0 else None
+        self.step = 0
+        self.elapsed = 0.0
+        self._branch_cache: dict = {}
+        if cfg.resume:
+            self.load_checkpoint(cfg.resume)
+
+    # ---- construction helpers ---------------------------------------------------------------------
+    def _load_transformer(self):
+        from ..transformer import DiTFuseTransformer
+
+        cfg = self.cfg
+        if cfg.init_config is not None:
+            torch.manual_seed(cfg.seed)
+            return DiTFuseTransformer(**cfg.init_config)
+        if not cfg.model:
+            raise ValueError("give --model or --init-config")
+        from ..checkpoint import load_transformer
+
+        return load_transformer(cfg.model, torch.float32, "cpu")
+
+    def _load_vae(self):
+        from ..vae import load_vae
+
+        folder = self.cfg.vae or (Path(self.cfg.model) / "vae" if self.cfg.model else None)
+        if folder is None:
+            raise ValueError("give --vae or --model with a vae/ folder")
+        return load_vae(folder, torch.float32, "cpu")
+
+    @property
+    def unwrapped(self):
+        return self.acc.unwrap_model(self.model).transformer
+
+    # ---- data → model inputs -------------------------------------------------------------------------
+    def branch(self, instruction: str, counts: list[int]) -> Branch:
+        key = (instruction, tuple(counts))
+        b = self._branch_cache.get(key)
+        if b is None:
+            b = build_branch(self.tokenizer, prompts.wrap(instruction), counts)
+            if len(self._branch_cache) < 20000:
+                self._branch_cache[key] = b
+        return b
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """pixels [B,3,H,W] → scaled latents, sampling the posterior with a seeded CPU generator."""
+        post = self.vae.encode(x.to(self.device, self.vae.dtype)).latent_dist
+        eps = torch.randn(post.mean.shape, generator=gen).to(self.device)
+        z = post.mean.float() + post.std.float() * eps
+        scale = self.vae.config.scaling_factor
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        return (z - shift) * scale
+
+    def loss_on(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        """Flow-matching loss of one batch; all randomness from (seed, batch index)."""
+        cfg = self.cfg
+        k = batch["k"]
+        g = torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + int(k) * 7 + self.acc.process_index)
+        items = batch["items"]
+        targets = torch.stack([it["target"] for it in items])
+        x1 = self.encode(targets, g)
+        # input images of all rows in one VAE call
+        flat = [im for it in items for im in it["inputs"]]
+        lat_flat = list(self.encode(torch.stack(flat), g).split(1)) if flat else []
+        image_latents, branches = [], []
+        for it in items:
+            lats = [lat_flat.pop(0) for _ in it["inputs"]]
+            counts = [(lt.shape[-2] // self.p) * (lt.shape[-1] // self.p) for lt in lats]
+            image_latents.append(lats)
+            branches.append(self.branch(it["instruction"], counts))
+        bsz = x1.shape[0]
+        x0 = torch.randn(x1.shape, generator=g).to(self.device)
+        t = torch.sigmoid(torch.randn(bsz, generator=g)).to(self.device)
+        tt = t.view(-1, 1, 1, 1)
+        xt = tt * x1 + (1 - tt) * x0
+        ut = x1 - x0
+        with self.acc.autocast():
+            pred = self.model(xt, t, branches, image_latents)
+        loss = F.mse_loss(pred.float(), ut.float())
+        return loss, {"tasks": [it["task"] for it in items], "size": batch["size"]}
+
+    # ---- schedule ----------------------------------------------------------------------------------
+    def progress_frac(self) -> float:
+        fr = []
+        if self.cfg.max_steps:
+            fr.append(self.step / self.cfg.max_steps)
+        if self.cfg.minutes:
+            fr.append(self.elapsed / (self.cfg.minutes * 60))
+        return max(fr) if fr else 0.0
+
+    def lr_now(self) -> float:
+        cfg = self.cfg
+        frac = self.progress_frac()
+        w = cfg.warmup
+        if w >= 1:
+            if self.step < w:
+                return cfg.lr * (self.step + 1) / w
+            wf = w / cfg.max_steps if cfg.max_steps else 0.0
+        else:
+            if frac < w:
+                return cfg.lr * max(frac / w, 0.01)
+            wf = w
+        p = min(1.0, max(0.0, (frac - wf) / max(1e-9, 1 - wf)))
+        return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
+
+    # ---- one optimisation step ---------------------------------------------------------------------------
+    def train_step(self, batch: dict) -> float:
+        for g_ in self.opt.param_groups:
+            g_["lr"] = self.lr_now()
+        with self.acc.accumulate(self.model):
+            loss, _ = self.loss_on(batch)
+            self.acc.backward(loss)
+            if self.acc.sync_gradients and self.cfg.grad_clip:
+                self.acc.clip_grad_norm_(self.params, self.cfg.grad_clip)
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+        if self.acc.sync_gradients:
+            self.step += 1
+            if self.ema is not None:
+                d = min(self.cfg.ema, (1 + self.step) / (10 + self.step))
+                with torch.no_grad():
+                    for e, p in zip(self.ema, self.params):
+                        e.mul_(d).add_(p.detach().float(), alpha=1 - d)
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def eval_loss(self, batch: dict) -> float:
+        self.model.eval()
+        loss, _ = self.loss_on(batch)
+        self.model.train()
+        return float(loss)
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+    def _trainable_state(self, ema: bool = False) -> dict:
+        names = [n for n, p in self.unwrapped.named_parameters() if p.requires_grad]
+        src = self.ema if (ema and self.ema is not None) else [p.detach() for p in self.params]
+        return {n: t.detach().float().cpu().contiguous() for n, t in zip(names, src)}
+
+    def save_checkpoint(self, folder: str | Path | None = None) -> Path:
+        from safetensors.torch import save_file
+
+        folder = Path(folder or self.out / "checkpoints" / f"step_{self.step:07d}")
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            folder.mkdir(parents=True, exist_ok=True)
+            save_file(self._trainable_state(), str(folder / "trainable.safetensors"))
+            if self.ema is not None:
+                save_file(self._trainable_state(ema=True), str(folder / "ema.safetensors"))
+            torch.save(self.opt.state_dict(), folder / "optimizer.pt")
+            (folder / "state.json").write_text(json.dumps({"step": self.step, "elapsed": self.elapsed,
+                                                           "config": asdict(self.cfg)}, indent=1, default=str))
+            ck = sorted((self.out / "checkpoints").glob("step_*")) if folder.parent == self.out / "checkpoints" else []
+            for old in ck[: -self.cfg.keep_checkpoints]:
+                import shutil
+
+                shutil.rmtree(old, ignore_errors=True)
+        self.acc.wait_for_everyone()
+        return folder
+
+    def load_checkpoint(self, folder: str | Path) -> None:
+        from safetensors.torch import load_file
+
+        if str(folder) == "latest":
+            ck = sorted((self.out / "checkpoints").glob("step_*"))
+            if not ck:
+                self.acc.print("no checkpoint to resume from; starting fresh")
+                return
+            folder = ck[-1]
+        folder = Path(folder)
+        state = load_file(str(folder / "trainable.safetensors"))
+        named = dict(self.unwrapped.named_parameters())
+        with torch.no_grad():
+            for n, t in state.items():
+                named[n].copy_(t.to(named[n].device, named[n].dtype))
+        if self.ema is not None and (folder / "ema.safetensors").exists():
+            e = load_file(str(folder / "ema.safetensors"))
+            names = [n for n, p in self.unwrapped.named_parameters() if p.requires_grad]
+            self.ema = [e[n].to(self.device).float() for n in names]
+        self.opt.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=False))
+        st = json.loads((folder / "state.json").read_text())
+        self.step, self.elapsed = int(st["step"]), float(st["elapsed"])
+        self.acc.print(f"resumed from {folder} at step {self.step}")
+
+    def export(self, folder: str | Path, use_ema: bool = True, dtype=torch.float32) -> Path:
+        """Write the trained transformer (full: diffusers folder; LoRA: adapter folder)."""
+        folder = Path(folder)
+        model = self.unwrapped
+        if self.cfg.lora:
+            from ..lora import save_lora
+
+            if use_ema and self.ema is not None:
+                with torch.no_grad():
+                    backup = [p.detach().clone() for p in self.params]
+                    for p, e in zip(self.params, self.ema):
+                        p.copy_(e)
+            save_lora(model, folder)
+            if use_ema and self.ema is not None:
+                with torch.no_grad():
+                    for p, b in zip(self.params, backup):
+                        p.copy_(b)
+            return folder
+        import copy
+
+        clean = copy.deepcopy(model).cpu().float()
+        if use_ema and self.ema is not None:
+            named = dict(clean.named_parameters())
+            names = [n for n, p in model.named_parameters() if p.requires_grad]
+            with torch.no_grad():
+                for n, e in zip(names, self.ema):
+                    named[n].copy_(e.cpu())
+        clean.to(dtype).save_pretrained(str(folder), safe_serialization=True)
+        return folder
+
+    # ---- the loop ----------------------------------------------------------------------------------
+    def loader(self):
+        from .data import DataLoader
+
+        cfg = self.cfg
+        ds = BatchStream(cfg, start=self.step * cfg.grad_accum, rank=self.acc.process_index,
+                         world=self.acc.num_processes)
+        workers = cfg.workers
+        if workers is None:
+            workers = max(0, min(12, (os.cpu_count() or 2) // max(1, self.acc.num_processes) - 1))
+        kw = dict(batch_size=None, num_workers=workers)
+        if workers > 0:
+            kw.update(prefetch_factor=4, persistent_workers=False)
+        return DataLoader(ds, **kw)
+
+    def done(self) -> bool:
+        cfg = self.cfg
+        if cfg.max_steps and self.step >= cfg.max_steps:
+            return True
+        return bool(cfg.minutes and self.elapsed >= cfg.minutes * 60)
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        log_path = self.out / "loss_log.jsonl"
+        bar = None
+        if cfg.progress and self.acc.is_main_process:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.max_steps or None, initial=self.step, desc="train", dynamic_ncols=True)
+        t_last = time.time()
+        window = []
+        last_saved = self.step
+        for batch in self.loader():
+            if self.done():
+                break
+            loss = self.train_step(batch)
+            now = time.time()
+            self.elapsed += now - t_last
+            t_last = now
+            window.append(loss)
+            if self.acc.sync_gradients:
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{np.mean(window[-20:]):.4f}", lr=f"{self.lr_now():.2e}")
+                if self.step % cfg.log_every == 0 and self.acc.is_main_process:
+                    rec = {"step": self.step, "time_s": round(self.elapsed, 1), "loss": float(np.mean(window)),
+                           "lr": self.lr_now(), "size": batch["size"]}
+                    window = []
+                    with open(log_path, "a") as fh:
+                        fh.write(json.dumps(rec) + "\n")
+                if cfg.save_every and self.step - last_saved >= cfg.save_every:
+                    self.save_checkpoint()
+                    last_saved = self.step
+        if bar is not None:
+            bar.close()
+        self.save_checkpoint()
+        if self.acc.is_main_process and log_path.exists():
+            plot_loss(log_path, self.out / "loss.png")
+        return {"steps": self.step, "wall_s": round(self.elapsed, 1), "trainable_params": self.n_trainable,
+                "device": str(self.device), "processes": self.acc.num_processes,
+                "mixed_precision": self.acc.mixed_precision}
+
+
+# ----------------------------------------------------------------------------------------------------
+# loss plot (PIL only)
+# ----------------------------------------------------------------------------------------------------
+
+def plot_loss(log_path: str | Path, png: str | Path, w: int = 640, h: int = 360) -> Path | None:
+    from PIL import Image, ImageDraw
+
+    recs = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    if len(recs) < 2:
+        return None
+    xs = np.array([r["step"] for r in recs], float)
+    ys = np.log10(np.maximum([r["loss"] for r in recs], 1e-8))
+    im = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(im)
+    m = 50
+    x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
+    y1 = y1 if y1 > y0 else y0 + 1e-3
+    px = m + (xs - x0) / max(x1 - x0, 1) * (w - 2 * m)
+    py = h - m - (ys - y0) / (y1 - y0) * (h - 2 * m)
+    d.rectangle([m, m, w - m, h - m], outline="gray")
+    d.line(list(zip(px.tolist(), py.tolist())), fill="blue", width=2)
+    d.text((m, 10), f"flow-matching loss (log10), steps {int(x0)}..{int(x1)}", fill="black")
+    d.text((5, m - 5), f"{10 ** y1:.3g}", fill="black")
+    d.text((5, h - m - 5), f"{10 ** y0:.3g}", fill="black")
+    im.save(png)
+    return Path(png)
+
+
+# ----------------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--model", default=None, help="base model folder (transformer/ + vae/)")
+    ap.add_argument("--init-config", default=None, help="JSON file/string: transformer config (train from scratch)")
+    ap.add_argument("--vae", default=None)
+    ap.add_argument("--lora", action="store_true", help="train a LoRA (r 8, alpha 8, attention projections)")
+    ap.add_argument("--lora-rank", type=int, default=8)
+    ap.add_argument("--lora-alpha", type=float, default=8.0)
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--sizes", default="256", help="comma-separated square crop sizes (multiples of 16)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--grad-accum", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=None, help="default 1e-4 (LoRA) / 3e-4 (full)")
+    ap.add_argument("--warmup", type=float, default=200)
+    ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--minutes", type=float, default=None)
+    ap.add_argument("--ema", type=float, default=0.0)
+    ap.add_argument("--cond-dropout", type=float, default=0.1)
+    ap.add_argument("--mixed-precision", default="auto")
+    ap.add_argument("--grad-checkpointing", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--save-every", type=int, default=1000)
+    ap.add_argument("--resume", default=None, help='"latest" or a checkpoint folder')
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--threads", type=int, default=None)
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    init = None
+    if a.init_config:
+        init = json.loads(Path(a.init_config).read_text()) if Path(a.init_config).exists() else json.loads(a.init_config)
+    cfg = TrainConfig(out=a.out, model=a.model, init_config=init, vae=a.vae, lora=a.lora, lora_rank=a.lora_rank,
+                      lora_alpha=a.lora_alpha, data=a.data, sizes=[int(s) for s in a.sizes.split(",")],
+                      batch=a.batch, grad_accum=a.grad_accum, lr=a.lr or (1e-4 if a.lora else 3e-4),
+                      warmup=a.warmup if a.warmup < 1 else int(a.warmup), max_steps=a.max_steps,
+                      minutes=a.minutes, ema=a.ema, cond_dropout=a.cond_dropout,
+                      mixed_precision=a.mixed_precision, grad_checkpointing=a.grad_checkpointing, seed=a.seed,
+                      workers=a.workers, save_every=a.save_every, resume=a.resume, device=a.device)
+    if not cfg.max_steps and not cfg.minutes:
+        ap.error("give --max-steps and/or --minutes")
+    tr = FlowTrainer(cfg)
+    summary = tr.fit()
+    if tr.acc.is_main_process:
+        dest = Path(a.out) / ("lora" if a.lora else "transformer")
+        tr.export(dest)
+        summary["exported"] = str(dest)
+        (Path(a.out) / "summary.json").write_text(json.dumps(summary, indent=1))
+        print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
