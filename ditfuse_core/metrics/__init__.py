@@ -1,0 +1,1 @@
+"""Fusion metrics (placeholder, registry follows)."""
