@@ -13,9 +13,10 @@
 # torchvision: PyPI's torchvision does not load beside the CPU torch 2.13.0 wheel this project uses, and
 # a matching torch 2.14.1+torchvision (CUDA build) would be a ~5.5 GB second torch. ComfyUI only imports
 # torchvision at module level in a few model files (Cascade, Cosmos, ACE) that our nodes never run, so the
-# ComfyUI processes get a small stand-in package that imports and raises a clear error if actually used.
-# It lives in .comfyui/stubs (never in site-packages, no dist-info), so transformers/diffusers elsewhere
-# keep seeing "torchvision not installed". Users with a real ComfyUI install have a real torchvision.
+# ComfyUI processes get a small stand-in module (scripts/torchvision_standin.py): every torchvision import
+# and attribute resolves to a placeholder, and calling one raises a clear error. It lives in .comfyui/stubs,
+# which only the ComfyUI processes (server, in-process test runner) put on sys.path; never in site-packages,
+# so the rest of the test suite and the CLI never see it. Users with a real ComfyUI install have a real torchvision.
 #
 # Env: SKIP_BROWSER=1 skips chromium + playwright. PY overrides the python (default .venv/bin/python).
 set -euo pipefail
@@ -24,7 +25,7 @@ cd "$ROOT"
 PY="${PY:-$ROOT/.venv/bin/python}"
 C="$ROOT/.comfyui"
 HORDE_VERSION=2.22.2
-STAMP_VERSION="5"   # bump to force a re-run of every step
+STAMP_VERSION="6"   # bump to force a re-run of every step
 mkdir -p "$C"
 
 stamp() { echo "$STAMP_VERSION" > "$C/.stamp-$1"; }
@@ -78,43 +79,8 @@ fi
 
 # 3. torchvision stand-in (import-only; see header).
 if ! done_ stubs; then
-  S="$C/stubs/torchvision"
-  rm -rf "$C/stubs"; mkdir -p "$S/transforms" "$S/models" "$S/ops" "$S/io" "$S/utils"
-  cat > "$S/__init__.py" <<'EOF'
-"""Import-only torchvision stand-in for running ComfyUI beside a CPU torch wheel (see scripts/setup_comfyui.sh).
-
-ComfyUI imports torchvision at module level in a few model files that the DiTFuse nodes never use.
-Any real use raises a clear error instead of failing at import time.
-"""
-__version__ = "0.0.0+ditfuse.stub"
-STUB = True
-
-
-def _missing(name):
-    raise RuntimeError(
-        f"torchvision.{name} is not available: this ComfyUI runs with an import-only torchvision stand-in "
-        "(install a torchvision matching your torch to use it)")
-
-
-def __getattr__(name):
-    if name.startswith("__"):
-        raise AttributeError(name)
-    _missing(name)
-EOF
-  for sub in transforms models ops io utils; do
-    cat > "$S/$sub/__init__.py" <<EOF
-from torchvision import _missing
-
-
-def __getattr__(name):
-    if name.startswith("__"):
-        raise AttributeError(name)
-    _missing("$sub." + name)
-EOF
-  done
-  mkdir -p "$S/transforms/functional"
-  cp "$S/transforms/__init__.py" "$S/transforms/functional/__init__.py"
-  sed -i 's/"transforms\./"transforms.functional./' "$S/transforms/functional/__init__.py"
+  rm -rf "$C/stubs"; mkdir -p "$C/stubs"
+  cp "$ROOT/scripts/torchvision_standin.py" "$C/stubs/torchvision.py"
   stamp stubs
 fi
 

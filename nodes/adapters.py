@@ -1,0 +1,265 @@
+"""ComfyUI-independent helpers of the node pack: model/LoRA discovery, example pairs, batch rules, latent
+conversion and the chain stages. Imported by the nodes and by tests that run without ComfyUI.
+
+Model folder layout (ComfyUI's `models/ditfuse`, plus any `ditfuse:` path of extra_model_paths.yaml):
+
+    models/ditfuse/<name>/            a model: original OmniGen-v1 folder (config.json + model.safetensors
+                                      [+ vae/]) or a diffusers folder (model_index.json, transformer/, vae/)
+    models/ditfuse/<group>/<name>/    the same one level deeper (e.g. models/ditfuse/Shitao/OmniGen-v1)
+    models/ditfuse/loras/<file>       a LoRA file (.safetensors/.bin/.pt/.pth)
+    models/ditfuse/loras/<folder>/    a LoRA folder (e.g. adapter_config.json + adapter_model.safetensors)
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PACK_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_DIR = PACK_ROOT / "example_images"
+FOLDER_KEY = "ditfuse"
+LORA_SUBDIR = "loras"
+NO_LORA = "none"
+LORA_EXTS = (".safetensors", ".bin", ".pt", ".pth", ".sft")
+TASKS = ("ivif", "mff", "mef", "generic")
+ADJUSTMENTS = ("LIGHT++", "LIGHT+", "LIGHT-", "LIGHT--", "CONTRAST+", "CONTRAST-")
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+
+# Real weights, for the frontend's missing-model dialog (workflow properties.models) and the README.
+REAL_WEIGHTS = [
+    {"name": "OmniGen-v1/model.safetensors",
+     "url": "https://huggingface.co/Shitao/OmniGen-v1/resolve/main/model.safetensors",
+     "directory": FOLDER_KEY},
+    {"name": "OmniGen-v1/vae/diffusion_pytorch_model.safetensors",
+     "url": "https://huggingface.co/Shitao/OmniGen-v1/resolve/main/vae/diffusion_pytorch_model.safetensors",
+     "directory": FOLDER_KEY},
+]
+
+
+def bundled_model_path() -> Path:
+    from ditfuse_core.pipeline import BUNDLED_MODEL
+
+    return Path(BUNDLED_MODEL)
+
+
+def bundled_choice() -> str:
+    return f"{bundled_model_path().name} (bundled)"
+
+
+# ---- discovery -----------------------------------------------------------------------------------------
+def is_model_folder(p: Path) -> bool:
+    if not p.is_dir():
+        return False
+    if (p / "model_index.json").is_file():
+        return True  # diffusers
+    if (p / "config.json").is_file() and (any(p.glob("*.safetensors")) or any(p.glob("*.bin"))):
+        return True  # original OmniGen-v1
+    if (p / "transformer").is_dir() and (p / "vae").is_dir():
+        return True
+    return False
+
+
+def _is_lora(p: Path) -> bool:
+    if p.is_file():
+        return p.suffix.lower() in LORA_EXTS
+    return p.is_dir() and ((p / "adapter_config.json").is_file() or any(
+        f.suffix.lower() in LORA_EXTS for f in p.iterdir() if f.is_file()))
+
+
+def list_models(roots: list[str | os.PathLike]) -> list[str]:
+    """Model names (relative paths with '/') in the given roots; the bundled model first."""
+    found: list[str] = []
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        for child in sorted(root.iterdir()):
+            if child.name == LORA_SUBDIR or child.name.startswith("."):
+                continue
+            if is_model_folder(child):
+                found.append(child.name)
+            elif child.is_dir():
+                found += [f"{child.name}/{g.name}" for g in sorted(child.iterdir()) if is_model_folder(g)]
+    out = [bundled_choice()]
+    for name in found:
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def list_loras(roots: list[str | os.PathLike]) -> list[str]:
+    out = [NO_LORA]
+    for root in roots:
+        base = Path(root) / LORA_SUBDIR
+        if not base.is_dir():
+            continue
+        for child in sorted(base.iterdir()):
+            if not child.name.startswith(".") and _is_lora(child) and child.name not in out:
+                out.append(child.name)
+    return out
+
+
+def resolve_model(name: str, roots) -> Path | None:
+    """None → the bundled model; raises FileNotFoundError with a clear message if not found."""
+    if name == bundled_choice():
+        return None
+    for root in roots:
+        p = Path(root) / name
+        if is_model_folder(p):
+            return p
+    raise FileNotFoundError(model_missing_message(name, roots))
+
+
+def resolve_lora(name: str, roots) -> Path | None:
+    if not name or name == NO_LORA:
+        return None
+    for root in roots:
+        p = Path(root) / LORA_SUBDIR / name
+        if p.exists() and _is_lora(p):
+            return p
+    raise FileNotFoundError(lora_missing_message(name, roots))
+
+
+def model_missing_message(name: str, roots) -> str:
+    where = ", ".join(str(r) for r in roots) or "(no models/ditfuse folder registered)"
+    return (f"DiTFuse model '{name}' was not found. Put the model folder (original OmniGen-v1 or diffusers "
+            f"format) in one of: {where}; or choose '{bundled_choice()}'.")
+
+
+def lora_missing_message(name: str, roots) -> str:
+    where = ", ".join(str(Path(r) / LORA_SUBDIR) for r in roots) or "(no models/ditfuse folder registered)"
+    return f"DiTFuse LoRA '{name}' was not found. Put the LoRA file or folder in one of: {where}; or choose 'none'."
+
+
+# ---- images ---------------------------------------------------------------------------------------------
+def example_manifest() -> dict:
+    return json.loads((EXAMPLE_DIR / "pairs.json").read_text())["pairs"]
+
+
+def load_image_tensor(path: Path) -> torch.Tensor:
+    """PNG → ComfyUI IMAGE [1,H,W,3] float32 in 0..1."""
+    from PIL import Image
+
+    arr = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(arr.copy())[None]
+
+
+def example_pair(task: str) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs = example_manifest()
+    if task not in pairs:
+        raise ValueError(f"no example pair for task {task!r}; choose one of {', '.join(pairs)}")
+    entry = pairs[task]
+    return load_image_tensor(EXAMPLE_DIR / entry["image_1"]), load_image_tensor(EXAMPLE_DIR / entry["image_2"])
+
+
+def batch_size_check(named: dict[str, torch.Tensor | None]) -> int:
+    """Batch rule of every DiTFuse node: equal batches pair up item by item, a batch of 1 is used with every
+    item of the others, anything else is an error. Returns the output batch size."""
+    sizes = {k: int(v.shape[0]) for k, v in named.items() if v is not None}
+    n = max(sizes.values())
+    bad = {k: s for k, s in sizes.items() if s not in (1, n)}
+    if bad:
+        desc = ", ".join(f"{k} has {s}" for k, s in sizes.items())
+        raise ValueError(f"DiTFuse: batch sizes do not match ({desc}). Give every input the same number of "
+                         f"images, or a single image to use with every item of the other input.")
+    return n
+
+
+def pick(t: torch.Tensor, i: int) -> torch.Tensor:
+    return t[i: i + 1] if t.shape[0] > 1 else t[0:1]
+
+
+# ---- latents --------------------------------------------------------------------------------------------
+def vae_scale_shift(pipe) -> tuple[float, float]:
+    cfg = pipe.vae.config
+    return float(cfg.scaling_factor), float(getattr(cfg, "shift_factor", None) or 0.0)
+
+
+def to_comfy_latent(pipe, scaled: torch.Tensor) -> torch.Tensor:
+    """Our scaled latents → ComfyUI LATENT samples: raw (unscaled) VAE latents, like ComfyUI's VAE Encode."""
+    scale, shift = vae_scale_shift(pipe)
+    return (scaled.float() / scale + shift).cpu()
+
+
+def from_comfy_latent(pipe, raw: torch.Tensor) -> torch.Tensor:
+    scale, shift = vae_scale_shift(pipe)
+    return (raw.float() - shift) * scale
+
+
+@torch.no_grad()
+def decode_raw(pipe, raw: torch.Tensor) -> torch.Tensor:
+    """Raw VAE latents → pixels [B,3,H,W] in [-1,1]; the same computation as ditfuse_core.vae.decode after its
+    un-scaling, so a chain (sampler → LATENT → decode) gives bit-identical images to the one-node path."""
+    vae = pipe.vae
+    dev = next(vae.parameters()).device
+    return vae.decode(raw.to(dev, torch.float32).to(vae.dtype)).sample.float().clamp(-1, 1)
+
+
+def encode_seed(seed: int, k: int) -> int:
+    """The seed the core uses to sample image k's VAE posterior for item seed."""
+    try:
+        from ditfuse_core.pipeline import encode_seed as f  # public name, if the core exposes one
+    except ImportError:
+        from ditfuse_core.pipeline import _encode_seed as f
+    return f(seed, k)
+
+
+@dataclass
+class Conditioning:
+    """DITFUSE_CONDITIONING: the prompt and the prepared input images of every batch item. Input images are
+    VAE-encoded at sampling time with seed-derived streams, exactly as DiTFusePipeline.generate does."""
+
+    prompt: str
+    pixels: list[list[torch.Tensor]]          # per item: one [1,3,h,w] in [-1,1] per <|image_k|>
+    sizes: list[tuple[int, int]]              # per item: image 1's original (W, H)
+    max_side: int
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self):
+        return len(self.pixels)
+
+
+def build_conditioning(pipe, prompt: str, images: list[torch.Tensor], max_side: int) -> Conditioning:
+    n = batch_size_check({f"image_{k + 1}": im for k, im in enumerate(images)})
+    pixels, sizes = [], []
+    for i in range(n):
+        pix, sz = pipe.preprocess([pick(im, i) for im in images], max_side)
+        pixels.append(pix)
+        sizes.append(sz[0])
+    return Conditioning(prompt, pixels, sizes, int(max_side))
+
+
+def sample_conditioning(pipe, cond: Conditioning, seed: int, steps: int, cfg: float, img_cfg: float,
+                        latent_size: tuple[int, int] | None = None, progress=None) -> torch.Tensor:
+    """Scaled latents [B,C,h,w] for every item of a Conditioning (item i uses seed + i)."""
+    out = []
+    n = len(cond)
+    for i in range(n):
+        lats = [pipe.encode(p, seed=encode_seed(seed + i, k)) for k, p in enumerate(cond.pixels[i])]
+        c = pipe.condition(cond.prompt, lats)
+        cb = None if progress is None else (lambda s, t, i=i: progress(i * t + s, n * t))
+        out.append(pipe.sample(c, seed=seed + i, steps=steps, cfg=cfg, img_cfg=img_cfg,
+                               latent_size=latent_size, progress=cb).float().cpu())
+    return torch.cat(out)
+
+
+def restore_images(pixels: torch.Tensor, sizes: list[tuple[int, int]] | None) -> torch.Tensor:
+    """[B,3,h,w] in [-1,1] → IMAGE [B,H,W,3]; resized to `sizes` (per item, all equal) if given."""
+    from ditfuse_core import images as imgs
+
+    if not sizes:
+        return imgs.restore(pixels, (pixels.shape[-1], pixels.shape[-2]))
+    outs = [imgs.restore(pixels[i: i + 1], sizes[min(i, len(sizes) - 1)]) for i in range(pixels.shape[0])]
+    if len({tuple(o.shape) for o in outs}) != 1:
+        raise ValueError("DiTFuse Decode: batch items have different original sizes; turn off restore_size")
+    return torch.cat(outs)
+
+
+def check_image(name: str, t: torch.Tensor) -> None:
+    if not isinstance(t, torch.Tensor) or t.dim() != 4 or t.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"DiTFuse: {name} must be an IMAGE tensor [B,H,W,C], got "
+                         f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
