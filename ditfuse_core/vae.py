@@ -12,11 +12,10 @@ from diffusers import AutoencoderKL
 
 
 def load_vae(folder: str | Path, dtype: torch.dtype, device: str | torch.device) -> AutoencoderKL:
-    vae = AutoencoderKL.from_pretrained(str(folder), torch_dtype=torch.float32)
     # SDXL's VAE overflows in fp16 (config force_upcast): keep it in fp32 then.
-    if dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+    if dtype == torch.float16 and AutoencoderKL.load_config(str(folder)).get("force_upcast", False):
         dtype = torch.float32
-    return vae.to(device=device, dtype=dtype).eval()
+    return AutoencoderKL.from_pretrained(str(folder), torch_dtype=dtype).to(device).eval()
 
 
 def downsample_factor(vae: AutoencoderKL) -> int:

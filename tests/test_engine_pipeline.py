@@ -1,0 +1,157 @@
+"""Prompts, tokenizer ids, seeds, sizes, batches and the CLI, end to end on small models."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ditfuse_core import prompts, sampler
+from ditfuse_core.pipeline import DiTFusePipeline
+from ditfuse_core.tiny import save_diffusers_folder, tiny_transformer, tiny_vae
+from ditfuse_core.tokenizer import load_tokenizer
+
+FAST = dict(steps=2, max_side=64)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_diffusers_folder(tmp_path_factory.mktemp("m") / "tiny", tiny_transformer(seed=21), tiny_vae(seed=22),
+                                 defaults={"steps": 3, "cfg": 2.0, "img_cfg": 1.6, "max_side": 64})
+
+
+@pytest.fixture(scope="module")
+def pipe(model_dir):
+    return DiTFusePipeline.from_pretrained(model_dir)
+
+
+def _img(w, h, seed, gray=False):
+    rng = np.random.default_rng(seed)
+    shape = (h, w) if gray else (h, w, 3)
+    return Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
+
+
+def test_prompts_are_the_published_strings():
+    assert prompts.fusion_prompt("ivif", "keep the people bright") == (
+        "[FUSION]. <MULTI-MODALITIES>. This is the first image <img><|image_1|></img>, and this is the second "
+        "image <img><|image_2|></img>. Please generate the image based on the following requirements: keep the "
+        "people bright")
+    assert prompts.fusion_prompt("mff").startswith("[FUSION]. <MULTI-FOCUS>. This is the first image")
+    assert prompts.fusion_prompt("mef").startswith("[FUSION]. <MULTI-EXPOSURE>. ")
+    assert prompts.fusion_prompt("generic").startswith("[FUSION]. This is the first image")
+    assert prompts.control_prompt("light--").startswith("[CONTROL]. <LIGHT-->. This is the image <img><|image_1|>")
+    assert prompts.segmentation_prompt("car").endswith("requirements: Segment the car in the image.")
+    assert prompts.image_only_prompt(2) == "<img><|image_1|></img> <img><|image_2|></img>"
+    assert prompts.wrap("X") == ("<|user|>\nGenerate an image according to the following instructions\nX<|end|>\n"
+                                 "<|assistant|>\n<|diffusion|>")
+    with pytest.raises(ValueError):
+        prompts.fusion_prompt("hdr")
+    with pytest.raises(ValueError):
+        prompts.control_prompt("SATURATION+")
+
+
+def test_tokenizer_gives_the_ids_omnigen_was_trained_on():
+    tok = load_tokenizer()
+    assert len(tok) == 32064
+    assert tok.encode("Hello world") == [1, 15043, 3186]
+    # "<|user|>" swallows the newline (rstrip), so the next word keeps SentencePiece's "▁": ▁Gener = 3251.
+    assert tok.encode(prompts.wrap("hi"))[:6] == [1, 32010, 3251, 403, 385, 1967]
+    ids = tok.encode(prompts.wrap("hi"))
+    assert ids[-8:-6] == [32007, 32001]  # <|end|> <|assistant|>
+
+
+def test_same_seed_same_image_and_dtype_independent_noise(pipe, model_dir):
+    a, b = _img(80, 64, 1), _img(80, 64, 2)
+    x = pipe.fuse(a, b, seed=3, **FAST)[0]
+    y = pipe.fuse(a, b, seed=3, **FAST)[0]
+    z = pipe.fuse(a, b, seed=4, **FAST)[0]
+    assert np.array_equal(np.asarray(x), np.asarray(y))
+    assert not np.array_equal(np.asarray(x), np.asarray(z))
+    # Noise comes from a CPU generator in float32 whatever the model dtype or device.
+    n32 = sampler.initial_noise(3, 2, (4, 4, 4))
+    assert torch.equal(n32, sampler.initial_noise(3, 2, (4, 4, 4)))
+    assert torch.equal(n32[1:], sampler.initial_noise(4, 1, (4, 4, 4)))  # item i uses seed + i
+    bf16 = DiTFusePipeline.from_pretrained(model_dir, dtype="bf16")
+    assert bf16.dtype == torch.bfloat16
+    w = bf16.fuse(a, b, seed=3, **FAST)[0]
+    diff = np.abs(np.asarray(w, dtype=float) - np.asarray(x, dtype=float)).mean()
+    assert diff < 8, diff  # same noise: bf16 stays close to fp32
+
+
+def test_output_has_image_1_original_size(pipe):
+    out = pipe.fuse(_img(517, 389, 5), _img(517, 389, 6, gray=True), task="mef", **FAST)
+    assert out[0].size == (517, 389)
+    t = pipe.fuse(torch.rand(1, 389, 517, 3), torch.rand(1, 389, 517, 3), **FAST)
+    assert t.shape == (1, 389, 517, 3) and torch.isfinite(t).all()
+
+
+def test_batches_broadcast_and_every_item_is_processed(pipe):
+    a = torch.rand(3, 48, 64, 3)
+    b = torch.rand(1, 48, 64, 3)
+    out = pipe.fuse(a, b, seed=0, **FAST)
+    assert out.shape == (3, 48, 64, 3)
+    single = pipe.fuse(a[2:3], b, seed=2, **FAST)
+    assert torch.allclose(out[2], single[0], atol=1e-6)  # item i of a batch = a single run with seed + i
+    with pytest.raises(ValueError, match="batches must be equal or 1"):
+        pipe.fuse(torch.rand(2, 48, 64, 3), torch.rand(3, 48, 64, 3), **FAST)
+
+
+def test_progress_reports_every_step_and_can_cancel(pipe):
+    seen = []
+    pipe.fuse(_img(64, 48, 1), _img(64, 48, 2), progress=lambda s, t: seen.append((s, t)), steps=3, max_side=64)
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(step, total):
+        raise Cancelled
+
+    with pytest.raises(Cancelled):
+        pipe.fuse(_img(64, 48, 1), _img(64, 48, 2), progress=cancel, **FAST)
+
+
+def test_control_and_segment_shapes(pipe):
+    out = pipe.control(_img(70, 50, 3), "CONTRAST-", **FAST)
+    assert out[0].size == (70, 50)
+    overlay, mask = pipe.segment(torch.rand(2, 50, 70, 3), "person", **FAST)
+    assert overlay.shape == (2, 50, 70, 3)
+    assert mask.shape == (2, 50, 70) and set(mask.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_cli_fuses_and_writes_a_png(model_dir, tmp_path):
+    _img(100, 60, 7).save(tmp_path / "vis.png")
+    _img(100, 60, 8, gray=True).save(tmp_path / "ir.png")
+    out = tmp_path / "fused.png"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-m", "ditfuse_core.cli", "fuse", str(tmp_path / "vis.png"),
+                        str(tmp_path / "ir.png"), "--task", "ivif", "--model", str(model_dir), "--steps", "2",
+                        "--max-side", "64", "--seed", "1", "-o", str(out)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert Image.open(out).size == (100, 60)
+    (tmp_path / "pairs" / "image1").mkdir(parents=True)
+    (tmp_path / "pairs" / "image2").mkdir(parents=True)
+    for name in ("a.png", "b.png"):
+        _img(40, 40, 1).save(tmp_path / "pairs" / "image1" / name)
+        _img(40, 40, 2).save(tmp_path / "pairs" / "image2" / name)
+    r = subprocess.run([sys.executable, "-m", "ditfuse_core.cli", "batch", str(tmp_path / "pairs"), "--model",
+                        str(model_dir), "--steps", "1", "--max-side", "32", "-o", str(tmp_path / "batch_out")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "batch_out").iterdir()) == ["a.png", "b.png"]
+
+
+def test_clear_errors(model_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="model folder not found"):
+        DiTFusePipeline.from_pretrained(tmp_path / "nope")
+    with pytest.raises(ValueError, match="unknown dtype"):
+        DiTFusePipeline.from_pretrained(model_dir, dtype="int8")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            DiTFusePipeline.from_pretrained(model_dir, device="cuda")
