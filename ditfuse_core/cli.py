@@ -113,16 +113,16 @@ def cmd_demo(args) -> None:
     """Fuse every bundled example pair with the default model and write a contact sheet."""
     from .contact_sheet import contact_sheet
 
+    import json
+
     pipe = _load(args)
     out_dir = Path(args.out)
     rows = []
-    for task in ("ivif", "mff", "mef"):
-        a, b = EXAMPLES / f"{task}_1.png", EXAMPLES / f"{task}_2.png"
-        if not a.is_file():
-            print(f"skipping {task}: {a} not found", file=sys.stderr)
-            continue
-        i1, i2 = _open(a), _open(b)
-        fused = pipe.fuse(i1, i2, task=task, progress=_Bar(task), **_kw(args))[0]
+    pairs = json.loads((EXAMPLES / "pairs.json").read_text())["pairs"]
+    for task, pair in pairs.items():
+        i1, i2 = _open(EXAMPLES / pair["image_1"]), _open(EXAMPLES / pair["image_2"])
+        fused = pipe.fuse(i1, i2, task=task, instruction=pair.get("instruction", ""), progress=_Bar(task),
+                          **_kw(args))[0]
         _save(fused, str(out_dir / f"{task}_fused.png"))
         rows.append((task.upper(), [i1, i2, fused]))
     sheet = contact_sheet(rows, ["image 1", "image 2", f"DiTFuse ({pipe.name})"])
