@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ssim import ssim_components
+from .ssim import ssim_components, ssim_components_cached
 
 WEIGHTS = np.array([0.0448, 0.2856, 0.3001, 0.2363, 0.1333])
 
@@ -31,7 +31,7 @@ def ms_ssim_pair(x: np.ndarray, y: np.ndarray) -> float:
     w = WEIGHTS[:levels] / WEIGHTS[:levels].sum()
     out = 1.0
     for j in range(levels):
-        lum, cs = ssim_components(x, y)
+        lum, cs = ssim_components_cached(x, y) if j == 0 else ssim_components(x, y)
         if j == levels - 1:
             val = max(float(np.mean(lum * cs)), 0.0)
         else:

@@ -18,23 +18,21 @@ _W = gaussian1d(7, 1.5)
 _C = 2e-16
 
 
-def _ssim_map(x, y):
-    mx, my = sep_correlate(x, _W), sep_correlate(y, _W)
-    sxx = sep_correlate(x * x, _W) - mx * mx
-    syy = sep_correlate(y * y, _W) - my * my
-    sxy = sep_correlate(x * y, _W) - mx * my
-    with np.errstate(divide="ignore", invalid="ignore"):
-        m = (2 * mx * my + _C) * (2 * sxy + _C) / ((mx * mx + my * my + _C) * (sxx + syy + _C))
-    return m, sxx, syy
-
-
 def qy(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
-    m_ab, sa, sb = _ssim_map(a, b)
-    m_af, _, _ = _ssim_map(a, f)
-    m_bf, _, _ = _ssim_map(b, f)
+    mu = {k: sep_correlate(x, _W) for k, x in (("a", a), ("b", b), ("f", f))}
+    img = {"a": a, "b": b, "f": f}
+    var = {k: sep_correlate(img[k] * img[k], _W) - mu[k] * mu[k] for k in img}
+
+    def smap(p, q):
+        cov = sep_correlate(img[p] * img[q], _W) - mu[p] * mu[q]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return ((2 * mu[p] * mu[q] + _C) * (2 * cov + _C)
+                    / ((mu[p] ** 2 + mu[q] ** 2 + _C) * (var[p] + var[q] + _C)))
+
+    m_ab, m_af, m_bf = smap("a", "b"), smap("a", "f"), smap("b", "f")
+    sa, sb = var["a"], var["b"]
     z = (sa + sb) == 0
     sa, sb = sa + 0.5 * z, sb + 0.5 * z
     lam = sa / (sa + sb)
-    similar = m_ab >= 0.75
-    q = np.where(similar, lam * m_af + (1 - lam) * m_bf, np.maximum(m_af, m_bf))
+    q = np.where(m_ab >= 0.75, lam * m_af + (1 - lam) * m_bf, np.maximum(m_af, m_bf))
     return float(np.mean(q))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .cache import cached
 from .filters import gaussian1d, sep_correlate
 
 _WIN = gaussian1d(11, 1.5)
@@ -30,9 +31,14 @@ def ssim_components(x: np.ndarray, y: np.ndarray, k1: float = 0.01, k2: float = 
     return lum, cs
 
 
+def ssim_components_cached(x: np.ndarray, y: np.ndarray):
+    """``ssim_components`` memoised inside ``cache.shared_cache()`` (inputs must outlive the cache)."""
+    return cached(("ssim", id(x), id(y)), lambda: ssim_components(x, y))
+
+
 def ssim(x: np.ndarray, y: np.ndarray) -> float:
     """Wang SSIM of two gray images on 0–255."""
-    lum, cs = ssim_components(x, y)
+    lum, cs = ssim_components_cached(x, y)
     return float(np.mean(lum * cs))
 
 
