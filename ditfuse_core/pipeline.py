@@ -138,7 +138,7 @@ class DiTFusePipeline:
         total = n * int(steps or self.defaults["steps"])
         for i in range(n):
             pix, sizes = self.preprocess([g[i] for g in groups], max_side)
-            lats = [self.encode(p, seed=_encode_seed(seed + i, k)) for k, p in enumerate(pix)]
+            lats = [self.encode(p, seed=encode_seed(seed + i, k)) for k, p in enumerate(pix)]
             cond = self.condition(instruction, lats)
             done = i * (total // n)
             step_cb = None if progress is None else (lambda s, _t, d=done: progress(d + s, total))
@@ -176,6 +176,6 @@ def blue_mask(output: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     return blueness(output) - blueness(source)
 
 
-def _encode_seed(seed: int, k: int) -> int:
+def encode_seed(seed: int, k: int) -> int:
     """A stream for posterior sampling of input k that never coincides with the initial-noise stream."""
     return (int(seed) * 1_000_003 + 7_919 * (k + 1)) % (2**63)
