@@ -1,0 +1,258 @@
+"""``ditfuse eval``: run fusion methods over a benchmark's pairs, score them, write a report.
+
+Why: one command that produces comparable numbers (stated metric conventions, DiTFuse's argument
+order) for DiTFuse and the classical baselines, plus pictures to check the numbers against.
+
+Pair discovery (``discover_pairs``) maps every layout to DiTFuse's order, image 1 / image 2 =
+* IVIF  ``vi/<name>`` + ``ir/<name>``      → visible / infrared;
+* MFF   ``NN_a`` (near focus) + ``NN_b`` (far focus) → ``NN_b`` / ``NN_a`` (far / near);
+* MEF   ``<scene>_A`` (under) + ``<scene>_B`` (over) → ``_B`` / ``_A`` (over / under).
+Metrics get (image 1, image 2, fused) on gray 0–255 (``metrics.convert.to_gray``); for IVIF this
+is VIFB's own visible-first order. Outputs in ``--out``: ``metrics.csv`` (pair, method, metric,
+value), ``table.md`` (means; best per column in bold, direction aware), ``contact_sheet.png``,
+``bars/<metric>.png`` and the fused images under ``fused/<method>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from . import baselines
+from .metrics import METRICS, compute_metrics, resolve
+from .metrics.report import format_value
+
+TASKS = ("ivif", "mff", "mef")
+IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class Pair:
+    name: str
+    image1: Path  # DiTFuse image 1: visible / far-focus / over-exposed
+    image2: Path  # DiTFuse image 2: infrared / near-focus / under-exposed
+
+
+def _images(d: Path) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_EXT and p.is_file()}
+
+
+def discover_pairs(task: str, root) -> list[Pair]:
+    """Pairs of a benchmark folder in DiTFuse's order (see module docstring)."""
+    root = Path(root)
+    if task == "ivif":
+        vi, ir = root / "vi", root / "ir"
+        if not (vi.is_dir() and ir.is_dir()):
+            raise FileNotFoundError(f"{root}: IVIF layout needs vi/ and ir/ folders with equal names")
+        v, i = _images(vi), _images(ir)
+        return [Pair(n, v[n], i[n]) for n in sorted(set(v) & set(i))]
+    files = _images(root)
+    pat, first, second = {"mff": (r"^(.*)_([ab])$", "b", "a"), "mef": (r"^(.*)_([AB])$", "B", "A")}[task]
+    groups: dict[str, dict[str, Path]] = {}
+    for stem, p in files.items():
+        m = re.match(pat, stem)
+        if m:
+            groups.setdefault(m.group(1), {})[m.group(2)] = p
+    pairs = [Pair(k, g[first], g[second]) for k, g in sorted(groups.items()) if first in g and second in g]
+    if not pairs:
+        raise FileNotFoundError(f"{root}: no {task} pairs (*_{second} + *_{first}) found")
+    return pairs
+
+
+def load_image(path: Path) -> np.ndarray:
+    im = Image.open(path)
+    im = im.convert("L") if im.mode in ("L", "I", "I;16", "F", "1") else im.convert("RGB")
+    return np.asarray(im)
+
+
+class _DiTFuse:
+    def __init__(self, args):
+        from ditfuse_core.pipeline import DiTFusePipeline  # lazy: heavy, and optional for eval
+
+        self.pipe = DiTFusePipeline.from_pretrained(model=args.model, lora=args.lora, device=args.device,
+                                                    dtype=args.dtype)
+        self.args = args
+
+    def __call__(self, task, img1, img2):
+        to_pil = lambda x: Image.fromarray(x).convert("RGB")  # noqa: E731
+        out = self.pipe.fuse(to_pil(img1), to_pil(img2), task=task, seed=self.args.seed, steps=self.args.steps)
+        return np.asarray(out[0].convert("RGB"))
+
+
+def run(args) -> dict:
+    """Handler of ``ditfuse eval`` (also callable directly with an argparse-like namespace)."""
+    from tqdm import tqdm
+
+    task = args.task
+    pairs = discover_pairs(task, args.pairs)
+    if args.limit:
+        pairs = pairs[: args.limit]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in methods:
+        if m != "ditfuse" and m not in baselines.METHODS:
+            raise SystemExit(f"unknown method {m!r}; use ditfuse or one of {', '.join(baselines.METHODS)}")
+    names = resolve(args.metrics, task)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runners = {m: (_DiTFuse(args) if m == "ditfuse" else None) for m in methods}
+    rows, thumbs = [], []
+    bar = tqdm(total=len(pairs) * len(methods), desc=f"eval {task}", unit="img", disable=args.quiet)
+    for pair in pairs:
+        img1, img2 = load_image(pair.image1), load_image(pair.image2)
+        row_imgs = [img1, img2]
+        for m in methods:
+            bar.set_postfix_str(f"{pair.name}/{m}")
+            fused = runners[m](task, img1, img2) if m == "ditfuse" else baselines.fuse(m, img1, img2)
+            if not args.no_save_fused:
+                (out / "fused" / m).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(fused).save(out / "fused" / m / f"{pair.name}.png")
+            vals = compute_metrics(img1, img2, fused, names, task)
+            rows += [(pair.name, m, k, v) for k, v in vals.items()]
+            row_imgs.append(fused)
+            bar.update(1)
+        thumbs.append((pair.name, row_imgs))
+    bar.close()
+    with open(out / "metrics.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["pair", "method", "metric", "value"])
+        w.writerows([(p, m, k, repr(float(v))) for p, m, k, v in rows])
+    means = mean_table(rows, methods, names)
+    table = markdown_table(means, methods, names, title=f"{task} — {Path(args.pairs).name}, {len(pairs)} pairs")
+    (out / "table.md").write_text(table + "\n")
+    contact_sheet(thumbs, ["image 1", "image 2"] + methods).save(out / "contact_sheet.png")
+    (out / "bars").mkdir(exist_ok=True)
+    for n in names:
+        bar_chart(n, [means[m][n] for m in methods], methods).save(out / "bars" / f"{n}.png")
+    if not args.quiet:
+        print(table)
+        print(f"\nwrote {out}/metrics.csv, table.md, contact_sheet.png, bars/*.png")
+    return means
+
+
+def mean_table(rows, methods, names) -> dict[str, dict[str, float]]:
+    acc: dict[tuple, list] = {}
+    for _, m, k, v in rows:
+        acc.setdefault((m, k), []).append(v)
+    return {m: {k: float(np.mean(acc[(m, k)])) if (m, k) in acc else float("nan") for k in names} for m in methods}
+
+
+def best_method(means, methods, name) -> str | None:
+    vals = [(means[m][name], m) for m in methods if math.isfinite(means[m][name]) or means[m][name] == math.inf]
+    if not vals:
+        return None
+    return (max if METRICS[name].higher_is_better else min)(vals)[1]
+
+
+def markdown_table(means, methods, names, title: str = "") -> str:
+    head = "| method | " + " | ".join(f"{n} {METRICS[n].arrow}" for n in names) + " |"
+    lines = ([f"**{title}** (mean over pairs; ↑ higher is better, ↓ lower is better; best in bold)", ""]
+             if title else []) + [head, "| --- |" + " ---: |" * len(names)]
+    best = {n: best_method(means, methods, n) for n in names}
+    for m in methods:
+        cells = [f"**{format_value(means[m][n])}**" if best[n] == m else format_value(means[m][n]) for n in names]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _thumb(x: np.ndarray, h: int) -> Image.Image:
+    im = Image.fromarray(x).convert("RGB")
+    return im.resize((max(1, round(im.width * h / im.height)), h), Image.BILINEAR)
+
+
+def contact_sheet(thumbs, labels, h: int = 128, pad: int = 4) -> Image.Image:
+    """Rows = pairs, columns = image 1, image 2, then each method's output."""
+    rows = [[_thumb(x, h) for x in imgs] for _, imgs in thumbs]
+    colw = [max(r[c].width for r in rows) for c in range(len(labels))]
+    namew, headh = 110, 20
+    sheet = Image.new("RGB", (namew + sum(colw) + pad * len(colw), headh + len(rows) * (h + pad)), "white")
+    d = ImageDraw.Draw(sheet)
+    x = namew
+    for c, lab in enumerate(labels):
+        d.text((x + 2, 4), lab, fill="black")
+        x += colw[c] + pad
+    for r, ((name, _), ims) in enumerate(zip(thumbs, rows)):
+        y = headh + r * (h + pad)
+        d.text((4, y + h // 2 - 6), name[:16], fill="black")
+        x = namew
+        for c, im in enumerate(ims):
+            sheet.paste(im, (x, y))
+            x += colw[c] + pad
+    return sheet
+
+
+def bar_chart(name: str, values, methods, w: int = 640, h: int = 360) -> Image.Image:
+    """Mean per method as bars; the best bar (direction aware) is drawn darker."""
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    spec = METRICS[name]
+    d.text((10, 8), f"{name} ({'higher' if spec.higher_is_better else 'lower'} is better) — {spec.summary}",
+           fill="black")
+    finite = [v for v in values if math.isfinite(v)]
+    top = max([abs(v) for v in finite] + [1e-12])
+    base_y, plot_h = h - 40, h - 80
+    n = max(1, len(methods))
+    bw = (w - 40) // n
+    best = best_method({m: {name: v} for m, v in zip(methods, values)}, methods, name)
+    for i, (m, v) in enumerate(zip(methods, values)):
+        x0 = 20 + i * bw + bw // 6
+        x1 = 20 + (i + 1) * bw - bw // 6
+        bh = 0 if not math.isfinite(v) else int(plot_h * abs(v) / top)
+        colour = (31, 90, 160) if m == best else (150, 180, 215)
+        d.rectangle([x0, base_y - bh, x1, base_y], fill=colour)
+        d.text((x0, base_y - bh - 14), format_value(v), fill="black")
+        d.text((x0, base_y + 6), m[:14], fill="black")
+    d.line([20, base_y, w - 20, base_y], fill="black")
+    return img
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--pairs", required=True, help="benchmark folder (vi/+ir/, NN_a/NN_b, <scene>_A/_B)")
+    p.add_argument("--methods", default="gff,lp,average,max",
+                   help=f"comma list of ditfuse,{','.join(baselines.METHODS)} (default: gff,lp,average,max)")
+    p.add_argument("--metrics", default="default",
+                   help="comma list of metric names, or default / all / fmi (default: the fast set)")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--limit", type=int, default=0, help="only the first N pairs (0 = all)")
+    p.add_argument("--no-save-fused", action="store_true", help="do not write the fused images")
+    p.add_argument("--quiet", action="store_true")
+    g = p.add_argument_group("ditfuse method")
+    g.add_argument("--model", default=None)
+    g.add_argument("--lora", default=None)
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--dtype", default="auto")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--steps", type=int, default=None)
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add the ``eval`` sub-command to the ``ditfuse`` CLI's argparse subparsers."""
+    p = subparsers.add_parser("eval", help="score fusion methods on a benchmark folder and write a report",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def main(argv=None) -> int:
+    """``python -m ditfuse_core.evaluation [eval] --task … --pairs … --out …`` (same options as ``ditfuse eval``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["eval"]:
+        argv = argv[1:]
+    parser = argparse.ArgumentParser(prog="python -m ditfuse_core.evaluation", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    run(parser.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
