@@ -1,0 +1,200 @@
+#!/usr/bin/env python
+"""Train the bundled default model "ditfuse-tiny" end to end: VAE first, then the transformer.
+
+    # 1. once, on a machine that has shared/data (writes .devdata/pack, ~37 MB, git-ignored)
+    python scripts/make_train_pack.py
+    # 2. GPU (≤ 10 min):
+    python scripts/train_default_model.py --vae-minutes 3 --dit-minutes 6 --out out/ditfuse-tiny
+    # 2'. the reproducible CPU recipe (2 cores, ≤ 3 h in all):
+    python scripts/train_default_model.py --device cpu --vae-minutes 40 --dit-minutes 130 --out out/ditfuse-tiny
+
+Writes OUT/ (diffusers layout): transformer/{config.json, diffusion_pytorch_model.safetensors (fp16)},
+vae/{config.json, diffusion_pytorch_model.safetensors}, ditfuse.json (sampling defaults + training record),
+MODEL_CARD.md, and OUT/work/ (logs, loss plot, checkpoints). Copy OUT (without work/) to
+ditfuse_core/assets/ditfuse-tiny to bundle it. Device: cuda if available, else cpu (or --device).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from ditfuse_core.training import recipes  # noqa: E402
+
+
+def _data_root(arg: str | None) -> str:
+    if arg:
+        return arg
+    pack = ROOT / ".devdata" / "pack"
+    if (pack / "index.json").exists():
+        return str(pack)
+    from ditfuse_core.m3 import default_data_root
+
+    return str(default_data_root())
+
+
+def _size_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(ROOT / "out" / "ditfuse-tiny"))
+    ap.add_argument("--data", default=None, help="train pack (default .devdata/pack) or shared/data")
+    ap.add_argument("--vae-minutes", type=float, default=3.0)
+    ap.add_argument("--dit-minutes", type=float, default=6.0)
+    ap.add_argument("--vae-steps", type=int, default=None, help="optional step cap for the VAE")
+    ap.add_argument("--dit-steps", type=int, default=None, help="optional step cap for the transformer")
+    ap.add_argument("--device", default=None, help="cuda | cpu (default: cuda if available)")
+    ap.add_argument("--vae", default=None, help="reuse a trained VAE folder instead of training one")
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--sizes", default=None, help="comma-separated crop sizes for the transformer")
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--intermediate", type=int, default=768)
+    ap.add_argument("--vae-latent", type=int, default=recipes.TINY_VAE["latent"])
+    ap.add_argument("--vae-f", type=int, default=recipes.TINY_VAE["f"])
+    ap.add_argument("--steps-default", type=int, default=recipes.TINY_DEFAULTS["steps"])
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resume", action="store_true", help="resume the transformer from OUT/work/dit checkpoints")
+    ap.add_argument("--eval-vae", action="store_true", help="VAE PSNR on shared/data/eval (if present)")
+    a = ap.parse_args(argv)
+
+    from ditfuse_core.training.flow import FlowTrainer, TrainConfig
+    from ditfuse_core.training.vae import build_vae, train_vae
+
+    device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    kind = recipes.GPU if device.startswith("cuda") else recipes.CPU
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    data = _data_root(a.data)
+    out = Path(a.out)
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    t_all = time.time()
+    dev_name = torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+    print(f"device {device} [{dev_name}], data {data}", flush=True)
+
+    # ---- 1. VAE ------------------------------------------------------------------------------------
+    if a.vae:
+        vae_dir = Path(a.vae)
+        vae_summary = json.loads((vae_dir / "train_log.json").read_text()) if (vae_dir / "train_log.json").exists() else {}
+        print(f"reusing VAE {vae_dir}")
+    else:
+        vae_dir = work / "vae"
+        print(f"== VAE: {a.vae_minutes} min", flush=True)
+        vae_summary = train_vae(str(vae_dir), minutes=a.vae_minutes, steps=a.vae_steps, batch=kind["vae_batch"],
+                                size=kind["vae_size"], lr=kind["vae_lr"], f=a.vae_f, latent=a.vae_latent,
+                                base=recipes.TINY_VAE["base"], max_ch=recipes.TINY_VAE["max_ch"], device=device,
+                                seed=a.seed, data_root=data, workers=a.workers,
+                                log_every=100 if device.startswith("cuda") else 25,
+                                eval_stride=1 if a.eval_vae else 0)
+        print(json.dumps({k: v for k, v in vae_summary.items() if k != "log"}), flush=True)
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(str(vae_dir))
+    f = 2 ** (len(vae.config.block_out_channels) - 1)
+
+    # ---- 2. transformer ------------------------------------------------------------------------------
+    init = recipes.tiny_transformer_config(latent_channels=vae.config.latent_channels, vae_factor=f,
+                                           hidden=a.hidden, layers=a.layers, intermediate=a.intermediate)
+    sizes = [int(s) for s in a.sizes.split(",")] if a.sizes else kind["sizes"]
+    cfg = TrainConfig(out=str(work / "dit"), init_config=init, data=data, mix=recipes.TINY_MIX, sizes=sizes,
+                      size_probs=None if a.sizes else kind["size_probs"], batch=a.batch or kind["batch"],
+                      lr=a.lr or kind["lr"], warmup=0.03, max_steps=a.dit_steps, minutes=a.dit_minutes,
+                      ema=kind["ema"], cond_dropout=0.1, seed=a.seed, workers=a.workers, device=device,
+                      save_every=500 if device.startswith("cuda") else 200, log_every=20 if device.startswith("cuda") else 5,
+                      resume="latest" if a.resume else None)
+    print(f"== transformer: {a.dit_minutes} min, batch {cfg.batch}, sizes {sizes}", flush=True)
+    tr = FlowTrainer(cfg, vae=vae)
+    n_params = sum(p.numel() for p in tr.transformer.parameters())
+    print(f"transformer params {n_params / 1e6:.2f} M", flush=True)
+    dit_summary = tr.fit()
+    print(json.dumps(dit_summary), flush=True)
+
+    # ---- 3. model folder -----------------------------------------------------------------------------
+    for sub in ("transformer", "vae"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+    tr.export(out / "transformer", use_ema=True, dtype=torch.float16)
+    vae.to(torch.float32).save_pretrained(str(out / "vae"), safe_serialization=True)
+    wall = time.time() - t_all
+    cmd = "python scripts/train_default_model.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    record = {
+        "name": "ditfuse-tiny",
+        "defaults": {**recipes.TINY_DEFAULTS, "steps": a.steps_default},
+        "training": {
+            "command": cmd, "device": dev_name, "wall_minutes": round(wall / 60, 1), "data": data,
+            "vae": {k: v for k, v in vae_summary.items() if k != "log"},
+            "transformer": {**dit_summary, "params": n_params, "batch": cfg.batch, "sizes": sizes,
+                            "lr": cfg.lr, "ema": cfg.ema, "mix": cfg.mix, "config": init},
+            "torch": torch.__version__,
+        },
+    }
+    (out / "ditfuse.json").write_text(json.dumps(record, indent=1))
+    for name in ("loss_log.jsonl", "loss.png"):
+        if (work / "dit" / name).exists():
+            shutil.copy(work / "dit" / name, out / f"dit_{name}")
+    write_card(out, record)
+    size = _size_mb(out / "transformer") + _size_mb(out / "vae")
+    print(json.dumps({"out": str(out), "model_mb": round(size, 1), "wall_minutes": round(wall / 60, 1),
+                      "vae_steps": vae_summary.get("steps"), "vae_eval_psnr": vae_summary.get("eval_psnr", {}).get("mean"),
+                      "dit_steps": dit_summary["steps"], "final_loss": _last_loss(work / "dit" / "loss_log.jsonl")},
+                     indent=1), flush=True)
+
+
+def _last_loss(path: Path):
+    if not path.exists():
+        return None
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return lines[-1]["loss"] if lines else None
+
+
+def write_card(out: Path, rec: dict) -> None:
+    tr = rec["training"]
+    v, d = tr["vae"], tr["transformer"]
+    lines = [
+        "# ditfuse-tiny", "",
+        "A small DiTFuse model (OmniGen architecture + a small KL VAE) trained from scratch by this repository's",
+        "own commands on M3 data synthesised from `shared/data/train` (MSRC-v2, BSDS500, RoadScene).", "",
+        "## Training", "",
+        f"* command: `{tr['command']}` (after `python scripts/make_train_pack.py`)",
+        f"* device: {tr['device']}; total wall time {tr['wall_minutes']} min; torch {tr['torch']}",
+        f"* data: `{tr['data']}`; task mix {d['mix']}",
+        f"* VAE: f={v.get('f')}, {v.get('latent_channels')} latent channels, {v.get('params')} params, "
+        f"{v.get('steps')} steps in {v.get('wall_s')} s, batch {v.get('batch')} × {v.get('crop')} px crops, "
+        f"scaling_factor {v.get('scaling_factor')}",
+        f"* transformer: {d['params'] / 1e6:.2f} M params, hidden {d['config']['hidden_size']}, "
+        f"{d['config']['num_layers']} layers, patch {d['config']['patch_size']}; {d['steps']} steps in {d['wall_s']} s, "
+        f"batch {d['batch']}, crop sizes {d['sizes']}, lr {d['lr']}, EMA {d['ema']}, bf16: {d.get('mixed_precision')}",
+        f"* sampling defaults (ditfuse.json): {rec['defaults']}", "",
+        "## Evaluation", "",
+    ]
+    ev = v.get("eval_psnr")
+    if ev:
+        lines.append(f"VAE reconstruction PSNR on shared/data/eval (max side 512): {ev['mean']:.2f} dB "
+                     + ", ".join(f"{k} {x:.2f}" for k, x in ev["by_set"].items()))
+    else:
+        lines.append("VAE reconstruction PSNR: see `benchmarks/` (computed where shared/data/eval exists).")
+    lines += ["", "Fusion metrics: `ditfuse eval` (table in benchmarks/README.md).", ""]
+    (out / "MODEL_CARD.md").write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
