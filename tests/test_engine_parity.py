@@ -115,32 +115,30 @@ def test_kv_cache_equals_full_sequence(pipe):
 
 
 def test_each_branch_uses_rope_factors_of_its_own_length():
-    # A 174-token RoPE window (4096 in OmniGen-v1): with two 128×96 px inputs the image branches (177 and more tokens)
-    # exceed it and take the long factors, the text-only negative branch (172 tokens) stays short.
-    model = tiny_transformer(seed=4, original_max_position_embeddings=174)
+    # OmniGen-v1's 4096-token window. Two 640×640 px inputs give 1600 tokens each: the image branches
+    # (≈ 4800 tokens with 1600 output tokens) take the long factors, the text-only negative branch stays short.
+    model = tiny_transformer(seed=4, layers=1)
+    assert model.config.original_max_position_embeddings == 4096
     pipe = DiTFusePipeline(model, tiny_vae(seed=2), load_tokenizer())
-    a, b = _pair(w=128, h=96, seed=5)
-    pix, _ = pipe.preprocess([a, b], max_side=128)
-    cond = pipe.condition(prompts.fusion_prompt("ivif"), [pipe.encode(p, sample=False) for p in pix])
-    n_out = (12 // 2) * (16 // 2)
+    g = torch.Generator().manual_seed(5)
+    lats = [torch.randn(1, 4, 80, 80, generator=g), torch.randn(1, 4, 80, 80, generator=g)]
+    cond = pipe.condition(prompts.fusion_prompt("ivif"), lats)
+    n_out = 40 * 40
     assert model.use_long_rope(cond.cond.length + 1 + n_out)
     assert model.use_long_rope(cond.img.length + 1 + n_out)
     assert not model.use_long_rope(cond.uncond.length + 1 + n_out)
-    noise = sampler.initial_noise(1, 1, (4, 12, 16))
-    batched = sampler.sample(model, [cond], noise, steps=3, cfg=2.0, img_cfg=1.6, batch_branches=True)
-    sequential = sampler.sample(model, [cond], noise, steps=3, cfg=2.0, img_cfg=1.6, batch_branches=False)
-    uncached = sampler.sample(model, [cond], noise, steps=3, cfg=2.0, img_cfg=1.6, use_cache=False)
+    noise = sampler.initial_noise(1, 1, (4, 80, 80))
+    run = dict(steps=2, cfg=2.0, img_cfg=1.6)
+    batched = sampler.sample(model, [cond], noise, batch_branches=True, **run)
+    sequential = sampler.sample(model, [cond], noise, batch_branches=False, **run)
+    uncached = sampler.sample(model, [cond], noise, use_cache=False, **run)
     assert (batched - sequential).abs().max().item() < 1e-5
     assert (batched - uncached).abs().max().item() < 1e-5
-    # Forcing one choice for all rows (what a padded batch with a shared RoPE does) changes the result.
-    model.config.original_max_position_embeddings = 10**6
-    model.rope.original_max_position_embeddings = 10**6
-    try:
-        all_short = sampler.sample(model, [cond], noise, steps=3, cfg=2.0, img_cfg=1.6)
-    finally:
-        model.config.original_max_position_embeddings = 174
-        model.rope.original_max_position_embeddings = 174
-    assert (batched - all_short).abs().max().item() > 1e-3
+    # One choice for all rows (a padded batch with a shared RoPE: all long) gives a different image.
+    model.use_long_rope = lambda total_length: True
+    all_long = sampler.sample(model, [cond], noise, **run)
+    del model.use_long_rope
+    assert (batched - all_long).abs().max().item() > 1e-3
 
 
 def test_zero_weight_branches_are_skipped_exactly(pipe):
