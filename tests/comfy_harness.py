@@ -67,6 +67,20 @@ def require(reason: str | None) -> None:
     pytest.skip(reason)
 
 
+def pack_adapters():
+    """nodes/adapters.py (ComfyUI-independent helpers), loaded by path under its own name: this repo's
+    `nodes/` package must never be imported as top-level `nodes`, which is ComfyUI's module."""
+    import importlib.util
+
+    name = "_ditfuse_pack_adapters"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "nodes" / "adapters.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
 # ---- in-process ComfyUI -----------------------------------------------------------------------------------
 class _Server:
     """The bits of PromptServer that PromptExecutor and progress hooks touch."""

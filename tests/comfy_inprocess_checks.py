@@ -1,0 +1,265 @@
+"""In-process ComfyUI checks (headless PromptExecutor) of the DiTFuse pack.
+
+Run by tests/test_comfy_executor.py in a separate Python process (ComfyUI's module names — `nodes`, `utils`,
+`app`, ... — and its torchvision stand-in must not leak into the rest of the test suite). By hand:
+
+    .venv/bin/python -m pytest -q tests/comfy_inprocess_checks.py
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import sys
+
+import comfy_harness as H
+
+sys.path.insert(0, str(H.ROOT / "scripts"))
+
+if H.comfy_missing_reason():
+    pytest.skip(H.comfy_missing_reason(), allow_module_level=True)
+
+C = H.InProcessComfy.get()
+A = H.pack_adapters()
+BUNDLED = A.bundled_choice()
+
+
+def loader(**over):
+    return {"class_type": "DiTFuseModelLoader",
+            "inputs": {"model": BUNDLED, "lora": "none", "lora_strength": 1.0, "dtype": "auto", "offload": True,
+                       **over}}
+
+
+def sampling(**over):
+    return {"seed": 0, "steps": 2, "cfg": 2.0, "img_cfg": 1.6, **over}
+
+
+def out(res, nid, slot=0):
+    """The value of output `slot` of node `nid` (the executor caches a list per output slot)."""
+    return res[nid][slot][0]
+
+
+def check_image(t, batch=None, size=None):
+    assert isinstance(t, torch.Tensor) and t.dim() == 4 and t.shape[-1] == 3, getattr(t, "shape", t)
+    if batch is not None:
+        assert t.shape[0] == batch
+    if size is not None:
+        assert tuple(t.shape[1:3]) == size
+    assert torch.isfinite(t).all()
+    assert 0.0 <= float(t.min()) and float(t.max()) <= 1.0
+    for i in range(t.shape[0]):
+        assert float(t[i].std()) > 1e-3, "constant image"
+
+
+# ---- workflows ---------------------------------------------------------------------------------------------
+def test_workflow_files_are_generated():
+    import make_workflows  # scripts/, on sys.path via conftest-free insert below
+
+    names = list(make_workflows.workflows(BUNDLED))
+    assert sorted(names) == H.workflow_names()
+    for name, spec in make_workflows.workflows(BUNDLED).items():
+        ui, api = make_workflows.build(name, spec, C.object_info)
+        assert json.dumps(ui, indent=2) + "\n" == (H.WORKFLOWS / f"{name}.json").read_text(), \
+            f"{name}.json is stale: run scripts/make_workflows.py"
+        assert api == H.load_api(name), f"api/{name}.json is stale: run scripts/make_workflows.py"
+
+
+@pytest.mark.parametrize("name", H.workflow_names())
+def test_workflow_executes(name):
+    prompt = H.fast_prompt(H.load_api(name))
+    res = C.run(prompt)
+    images = {nid: out(res, nid) for nid in res if not nid.startswith("_")
+              and prompt[nid]["class_type"] in ("DiTFuseFuse", "DiTFuseControl", "DiTFuseDecode", "DiTFuseSegment")}
+    assert images, "no DiTFuse image output executed"
+    for nid, img in images.items():
+        check_image(img, batch=1)
+    for nid, node in prompt.items():
+        if node["class_type"] == "DiTFuseSegment":
+            mask = out(res, nid, 1)
+            assert mask.dim() == 3 and mask.shape == out(res, nid).shape[:3]
+            assert set(torch.unique(mask).tolist()) <= {0.0, 1.0}
+        if node["class_type"] == "DiTFuseSampler" and "latent" in node["inputs"]:
+            # the chain: Encode (64 px → 8×8 latent) → LatentUpscaleBy 1.5 → 12×12 sampled latent
+            assert out(res, nid)["samples"].shape[-2:] == (12, 12)
+    ui = res["_ui"]
+    assert any("images" in v for v in ui.values()), "no preview/save output"
+
+
+def test_fuse_equals_chain():
+    prompt = {
+        "1": loader(),
+        "2": {"class_type": "DiTFuseExamplePair", "inputs": {"pair": "mff"}},
+        "3": {"class_type": "DiTFuseFuse", "inputs": {"model": ["1", 0], "image_1": ["2", 0], "image_2": ["2", 1],
+                                                      "task": "mff", "instruction": "", **sampling(seed=7),
+                                                      "max_side": 96}},
+        "4": {"class_type": "DiTFuseCondition", "inputs": {"model": ["1", 0], "image_1": ["2", 0],
+                                                           "image_2": ["2", 1], "task": "mff", "instruction": "",
+                                                           "max_side": 96}},
+        "5": {"class_type": "DiTFuseSampler", "inputs": {"model": ["1", 0], "conditioning": ["4", 0],
+                                                         **sampling(seed=7)}},
+        "6": {"class_type": "DiTFuseDecode", "inputs": {"model": ["1", 0], "latent": ["5", 0], "restore_size": True}},
+        "7": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+        "8": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}},
+    }
+    res = C.run(prompt)
+    fused, chained = out(res, "3"), out(res, "6")
+    check_image(fused, batch=1)
+    assert fused.shape == chained.shape
+    assert torch.equal(fused, chained), float((fused - chained).abs().max())
+
+
+def _batch_prompt(n1, n2, max_side=64):
+    return {
+        "1": loader(),
+        "2": {"class_type": "DiTFuseExamplePair", "inputs": {"pair": "mef"}},
+        "3": {"class_type": "RepeatImageBatch", "inputs": {"image": ["2", 0], "amount": n1}},
+        "4": {"class_type": "RepeatImageBatch", "inputs": {"image": ["2", 1], "amount": n2}},
+        "5": {"class_type": "DiTFuseFuse", "inputs": {"model": ["1", 0], "image_1": ["3", 0], "image_2": ["4", 0],
+                                                      "task": "mef", "instruction": "", **sampling(seed=3),
+                                                      "max_side": max_side}},
+        "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}},
+    }
+
+
+@pytest.mark.parametrize("n1,n2,n", [(2, 2, 2), (1, 3, 3), (3, 1, 3)])
+def test_fuse_batches(n1, n2, n):
+    res = C.run(_batch_prompt(n1, n2))
+    img = out(res, "5")
+    check_image(img, batch=n)
+    # every item is processed, item i with seed + i: identical inputs give different samples per item
+    assert not torch.equal(img[0], img[1])
+    # item i equals a single run with seed + i
+    single = C.run({**_batch_prompt(1, 1), "5": {**_batch_prompt(1, 1)["5"], "inputs": {
+        **_batch_prompt(1, 1)["5"]["inputs"], "seed": 3 + n - 1}}})
+    assert torch.allclose(img[n - 1: n], out(single, "5"), atol=1e-5)
+
+
+def test_fuse_batch_mismatch_is_a_clear_error():
+    with pytest.raises(AssertionError) as e:
+        C.run(_batch_prompt(2, 3))
+    assert "batch sizes do not match" in str(e.value) and "image_1 has 2, image_2 has 3" in str(e.value)
+
+
+def test_control_and_segment_batches():
+    prompt = {
+        "1": loader(),
+        "2": {"class_type": "DiTFuseExamplePair", "inputs": {"pair": "ivif"}},
+        "3": {"class_type": "RepeatImageBatch", "inputs": {"image": ["2", 0], "amount": 2}},
+        "4": {"class_type": "DiTFuseControl", "inputs": {"model": ["1", 0], "images": ["3", 0],
+                                                         "adjustment": "CONTRAST-", "instruction": "",
+                                                         **sampling(), "max_side": 64}},
+        "5": {"class_type": "DiTFuseSegment", "inputs": {"model": ["1", 0], "images": ["3", 0], "class_name": "person",
+                                                         "instruction": "", **sampling(), "max_side": 64}},
+        "6": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
+        "7": {"class_type": "MaskToImage", "inputs": {"mask": ["5", 1]}},
+        "8": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
+    }
+    res = C.run(prompt)
+    check_image(out(res, "4"), batch=2, size=(320, 320))
+    check_image(out(res, "5"), batch=2, size=(320, 320))
+    assert out(res, "5", 1).shape == (2, 320, 320)
+
+
+def test_encode_gives_raw_sdxl_style_latents():
+    prompt = {
+        "1": loader(),
+        "2": {"class_type": "DiTFuseExamplePair", "inputs": {"pair": "ivif"}},
+        "3": {"class_type": "DiTFuseEncode", "inputs": {"model": ["1", 0], "image": ["2", 0], "max_side": 128,
+                                                        "seed": 0}},
+        "4": {"class_type": "DiTFuseDecode", "inputs": {"model": ["1", 0], "latent": ["3", 0], "restore_size": True}},
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
+    }
+    res = C.run(prompt)
+    lat = out(res, "3")
+    assert set(lat) >= {"samples"} and lat["samples"].shape == (1, 4, 16, 16)
+    pipe = out(res, "1").pipe
+    pix, _ = pipe.preprocess(A.example_pair("ivif")[0], 128)
+    scaled = pipe.encode(pix[0], seed=A.encode_seed(0, 0))
+    assert torch.allclose(lat["samples"], scaled / pipe.vae.config.scaling_factor, atol=1e-5)
+    check_image(out(res, "4"), batch=1, size=(320, 320))
+
+
+def test_missing_model_fails_validation_with_our_message():
+    prompt = {"1": loader(model="no-such-model"), "2": {"class_type": "DiTFuseExamplePair", "inputs": {"pair": "ivif"}},
+              "3": {"class_type": "DiTFuseFuse", "inputs": {"model": ["1", 0], "image_1": ["2", 0], "image_2": ["2", 1],
+                                                            "task": "ivif", "instruction": "", **sampling(),
+                                                            "max_side": 64}},
+              "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}}
+    valid, err, outputs, node_errors = C.validate(prompt)
+    assert not valid
+    text = json.dumps(node_errors)
+    assert "DiTFuse model 'no-such-model' was not found" in text
+    prompt["1"] = loader(lora="missing_lora.safetensors")
+    valid, err, outputs, node_errors = C.validate(prompt)
+    assert not valid and "DiTFuse LoRA 'missing_lora.safetensors' was not found" in json.dumps(node_errors)
+
+
+def test_model_folder_is_added_not_overwritten():
+    roots = C.folder_paths.get_folder_paths("ditfuse")
+    assert str(H.HOME / "models" / "ditfuse") in [str(p) for p in roots], roots   # from extra_model_paths.yaml
+    assert any(p.endswith("models/ditfuse") and str(H.COMFY_DIR) in p for p in roots), roots
+
+
+def test_model_is_managed_by_comfy_memory_manager():
+    import comfy.model_management as mm
+
+    C.run({"1": loader(), "2": {"class_type": "DiTFuseExamplePair", "inputs": {"pair": "ivif"}},
+           "3": {"class_type": "DiTFuseControl", "inputs": {"model": ["1", 0], "images": ["2", 0],
+                                                            "adjustment": "LIGHT+", "instruction": "", **sampling(),
+                                                            "max_side": 64}},
+           "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}})
+    names = [type(m.model.model).__name__ for m in mm.current_loaded_models if m.model is not None]
+    assert "DiTFuseModule" in names, names
+
+
+def test_progress_and_interrupt_within_one_step():
+    import comfy.model_management as mm
+    import comfy.utils
+
+    calls = []
+    old = comfy.utils.PROGRESS_BAR_HOOK
+
+    def hook(value, total, preview, node_id=None):
+        calls.append((value, total))
+        if value == 2:
+            mm.interrupt_current_processing(True)
+
+    comfy.utils.set_progress_bar_global_hook(hook)
+    try:
+        prompt = {"1": loader(), "2": {"class_type": "DiTFuseExamplePair", "inputs": {"pair": "ivif"}},
+                  "3": {"class_type": "DiTFuseFuse", "inputs": {"model": ["1", 0], "image_1": ["2", 0],
+                                                                "image_2": ["2", 1], "task": "ivif", "instruction": "",
+                                                                **sampling(steps=50), "max_side": 64}},
+                  "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}}
+        with pytest.raises(AssertionError):
+            C.run(prompt)
+        events = [e for e, _ in C.executor.status_messages]
+        assert "execution_interrupted" in events, events
+        assert max(v for v, _ in calls) <= 3, calls     # stopped within one step of the request
+        assert all(t == 50 for _, t in calls)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(old)
+        mm.interrupt_current_processing(False)
+    # the next prompt runs normally
+    res = C.run(H.fast_prompt(H.load_api("ditfuse_ivif")))
+    assert any(k for k in res if not k.startswith("_"))
+
+
+def test_metrics_node():
+    try:
+        from ditfuse_core.metrics import metrics_report  # noqa: F401
+    except ImportError:
+        pytest.skip("ditfuse_core.metrics.metrics_report not available yet")
+    prompt = {"1": loader(), "2": {"class_type": "DiTFuseExamplePair", "inputs": {"pair": "ivif"}},
+              "3": {"class_type": "DiTFuseFuse", "inputs": {"model": ["1", 0], "image_1": ["2", 0], "image_2": ["2", 1],
+                                                            "task": "ivif", "instruction": "", **sampling(),
+                                                            "max_side": 64}},
+              "4": {"class_type": "DiTFuseMetrics", "inputs": {"image_1": ["2", 0], "image_2": ["2", 1],
+                                                               "fused": ["3", 0]}}}
+    res = C.run(prompt)
+    table, js = out(res, "4"), out(res, "4", 1)
+    assert isinstance(table, str) and "|" in table
+    assert isinstance(json.loads(js), (dict, list))
+    assert res["_ui"]["4"]["text"]
