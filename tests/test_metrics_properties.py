@@ -114,3 +114,15 @@ def test_resolve_names():
     assert resolve("NMI,fmi")[:2] == ["QMI", "FMI_pixel"]
     with pytest.raises(KeyError):
         resolve(["nope"])
+
+
+def test_fast_fmi_window_nmi_equals_literal_form():
+    from ditfuse_core.metrics import fmi
+
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(0, 255, (3000, 9)), rng.uniform(0, 255, (3000, 9))
+    y[:500] = 0.5 * x[:500] + 3  # positively correlated windows (upper Fréchet bound)
+    y[500:1000] = 255 - x[500:1000]  # negatively correlated (lower bound)
+    x[1000:1200], y[1000:1200] = np.round(x[1000:1200] / 128) * 128, np.round(y[1000:1200] / 128) * 128  # ties
+    pa, pf = fmi._pdf(x), fmi._pdf(y)
+    assert np.abs(fmi._nmi(pa, pf) - fmi._nmi_dense(pa, pf)).max() < 1e-10
