@@ -93,29 +93,24 @@ CONTROL_REQUIREMENTS = {
     "CONTRAST+": ["Increase the contrast of the image.", "Make the image more contrasty."],
     "CONTRAST-": ["Decrease the contrast of the image.", "Make the image flatter, with lower contrast."],
 }
-SEG_REQUIREMENTS = [
-    "Segment the {c} and mark it in blue.",
-    "Highlight the {c} with a translucent blue mask.",
-    "Find the {c} in the image and cover it with a blue overlay.",
-]
 
 
 def _core_prompts():
-    try:  # the core's builders win once they exist
+    try:  # the core's builders (ditfuse_core.prompts) are the source of truth
         from ditfuse_core import prompts  # type: ignore
 
         return prompts
-    except Exception:  # pragma: no cover - depends on the checkout state
+    except ImportError:  # pragma: no cover - only without the core package
         return None
+
+
+SEG_EXTRAS = ["", "Mark it with a translucent blue overlay.", "Highlight it in blue."]
 
 
 def fusion_instruction(task: str, requirement: str) -> str:
     p = _core_prompts()
     if p is not None and hasattr(p, "fusion_prompt"):
-        try:
-            return p.fusion_prompt(task if task != "m3" else "generic", requirement)
-        except Exception:
-            pass
+        return p.fusion_prompt(task if task != "m3" else "generic", requirement)
     sub = TASK_SUBTAG.get(task)
     head = "[FUSION]. " + (f"{sub}. " if sub else "")
     return (
@@ -127,27 +122,39 @@ def fusion_instruction(task: str, requirement: str) -> str:
 def control_instruction(kind: str, requirement: str) -> str:
     p = _core_prompts()
     if p is not None and hasattr(p, "control_prompt"):
-        try:
-            return p.control_prompt(kind, requirement)
-        except Exception:
-            pass
+        return p.control_prompt(kind, requirement)
     return (
         f"[CONTROL]. <{kind}>. This is the image <img><|image_1|></img>. "
         "Please generate the image based on the following requirements: " + requirement
     )
 
 
-def seg_instruction(class_word: str, requirement: str) -> str:
+def seg_instruction(class_word: str, extra: str = "") -> str:
     p = _core_prompts()
-    if p is not None and hasattr(p, "seg_prompt"):
-        try:
-            return p.seg_prompt(class_word, requirement)
-        except Exception:
-            pass
-    return (
-        "[SEG]. This is the image <img><|image_1|></img>. "
-        "Please generate the image based on the following requirements: " + requirement
-    )
+    if p is not None and hasattr(p, "segmentation_prompt"):
+        return p.segmentation_prompt(class_word, extra)
+    req = f"Segment the {class_word} in the image." + (f" {extra}" if extra else "")
+    return "[SEG]. This is the image <img><|image_1|></img>. Please generate the image based on the following requirements: " + req
+
+
+def _core_default(task: str) -> str | None:
+    """The requirement the core uses when the user gives none (what the model sees at inference)."""
+    p = _core_prompts()
+    if p is None:
+        return None
+    if task in CONTROL_KINDS:
+        return getattr(p, "CONTROL_REQUIREMENTS", {}).get(task)
+    return getattr(p, "DEFAULT_REQUIREMENTS", {}).get("generic" if task == "m3" else task)
+
+
+def pick_requirement(task: str, rng: np.random.Generator, p_default: float = 0.5) -> str:
+    """Half the time the core's default requirement (so default prompts are in-distribution), else one
+    of the paraphrases."""
+    pool = CONTROL_REQUIREMENTS[task] if task in CONTROL_KINDS else REQUIREMENTS[task]
+    d = _core_default(task)
+    if d and rng.random() < p_default:
+        return d
+    return pool[int(rng.integers(len(pool)))]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -577,15 +584,14 @@ class M3Generator:
             cname = MSRC_CLASSES[cid - 1]
             word = CLASS_WORDS.get(cname, cname)
             mask = c_lab == cid
-            req = SEG_REQUIREMENTS[int(rng.integers(len(SEG_REQUIREMENTS)))].format(c=word)
-            return Sample("seg", seg_instruction(word, req), [c_img], seg_overlay(c_img, mask),
+            extra = SEG_EXTRAS[int(rng.integers(len(SEG_EXTRAS)))]
+            return Sample("seg", seg_instruction(word, extra), [c_img], seg_overlay(c_img, mask),
                           {"class": word, "class_id": cid, "source": self.sources[src].image})
         clean, c_lab, c_ir = _random_crop(img, lab, ir, self.size, rng)
         info = {"source": self.sources[src].image}
         if task == "control":
             kind = CONTROL_KINDS[int(rng.integers(len(CONTROL_KINDS)))]
-            reqs = CONTROL_REQUIREMENTS[kind]
-            return Sample("control", control_instruction(kind, reqs[int(rng.integers(len(reqs)))]), [clean],
+            return Sample("control", control_instruction(kind, pick_requirement(kind, rng)), [clean],
                           control_target(clean, kind), {**info, "kind": kind})
         if task == "m3":
             both = rng.random() < self.both_prob
@@ -613,8 +619,7 @@ class M3Generator:
             info.update(more)
         else:
             raise ValueError(task)
-        reqs = REQUIREMENTS[task]
-        instr = fusion_instruction(task, reqs[int(rng.integers(len(reqs)))])
+        instr = fusion_instruction(task, pick_requirement(task, rng))
         return Sample(task, instr, [a, b], clean, info)
 
     def __iter__(self) -> Iterator[Sample]:

@@ -72,6 +72,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true", help="resume the transformer from OUT/work/dit checkpoints")
     ap.add_argument("--eval-vae", action="store_true", help="VAE PSNR on shared/data/eval (if present)")
+    ap.add_argument("--work", default=None, help="logs/checkpoints folder (default OUT/work)")
+    ap.add_argument("--transfer-dir", default=None,
+                    help="also write OUT as model.tar.gz split into <= 15 MB parts here (for copying back)")
     a = ap.parse_args(argv)
 
     from ditfuse_core.training.flow import FlowTrainer, TrainConfig
@@ -86,7 +89,7 @@ def main(argv=None):
         torch.backends.cudnn.allow_tf32 = True
     data = _data_root(a.data)
     out = Path(a.out)
-    work = out / "work"
+    work = Path(a.work) if a.work else out / "work"
     work.mkdir(parents=True, exist_ok=True)
     t_all = time.time()
     dev_name = torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
@@ -123,7 +126,15 @@ def main(argv=None):
                       save_every=500 if device.startswith("cuda") else 200, log_every=20 if device.startswith("cuda") else 5,
                       resume="latest" if a.resume else None)
     print(f"== transformer: {a.dit_minutes} min, batch {cfg.batch}, sizes {sizes}", flush=True)
-    tr = FlowTrainer(cfg, vae=vae)
+    from ditfuse_core.tokenizer import load_tokenizer
+    from ditfuse_core.transformer import DiTFuseTransformer
+
+    torch.manual_seed(a.seed)
+    model = DiTFuseTransformer(**init)
+    tok = load_tokenizer()
+    kept = recipes.zero_unused_embeddings(model, tok)
+    print(f"token embeddings: {kept} rows used by the training instructions, the rest zero", flush=True)
+    tr = FlowTrainer(cfg, transformer=model, vae=vae, tokenizer=tok)
     n_params = sum(p.numel() for p in tr.transformer.parameters())
     print(f"transformer params {n_params / 1e6:.2f} M", flush=True)
     dit_summary = tr.fit()
@@ -148,15 +159,38 @@ def main(argv=None):
         },
     }
     (out / "ditfuse.json").write_text(json.dumps(record, indent=1))
-    for name in ("loss_log.jsonl", "loss.png"):
-        if (work / "dit" / name).exists():
-            shutil.copy(work / "dit" / name, out / f"dit_{name}")
+    dit_log = []
+    if (work / "dit" / "loss_log.jsonl").exists():
+        dit_log = [json.loads(x) for x in (work / "dit" / "loss_log.jsonl").read_text().splitlines() if x.strip()]
+    (out / "training_log.json").write_text(json.dumps({"vae": vae_summary.get("log", []), "transformer": dit_log}))
+    if (work / "dit" / "loss.png").exists():
+        shutil.copy(work / "dit" / "loss.png", work / "transformer_loss.png")
     write_card(out, record)
     size = _size_mb(out / "transformer") + _size_mb(out / "vae")
+    if a.transfer_dir:
+        split_archive(out, Path(a.transfer_dir))
     print(json.dumps({"out": str(out), "model_mb": round(size, 1), "wall_minutes": round(wall / 60, 1),
                       "vae_steps": vae_summary.get("steps"), "vae_eval_psnr": vae_summary.get("eval_psnr", {}).get("mean"),
                       "dit_steps": dit_summary["steps"], "final_loss": _last_loss(work / "dit" / "loss_log.jsonl")},
                      indent=1), flush=True)
+
+
+def split_archive(out: Path, dest: Path, part_mb: int = 15) -> None:
+    """OUT (without work/) as model.tar.gz in <= part_mb MB pieces; join with `cat model.tar.gz.part* > x`."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for p in sorted(out.rglob("*")):
+            if p.is_file() and "work" not in p.relative_to(out).parts:
+                tar.add(p, arcname=str(Path(out.name) / p.relative_to(out)))
+    data = buf.getvalue()
+    dest.mkdir(parents=True, exist_ok=True)
+    n = part_mb * 1024 * 1024
+    for i in range(0, len(data), n):
+        (dest / f"model.tar.gz.part{i // n:02d}").write_bytes(data[i:i + n])
+    print(f"archive {len(data) / 1e6:.1f} MB in {(len(data) + n - 1) // n} parts -> {dest}", flush=True)
 
 
 def _last_loss(path: Path):

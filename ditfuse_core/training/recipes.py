@@ -36,3 +36,47 @@ GPU = {"vae_batch": 32, "vae_size": 256, "vae_lr": 1e-3, "batch": 32, "sizes": [
        "size_probs": [0.15, 0.25, 0.4, 0.2], "lr": 5e-4, "ema": 0.999}
 CPU = {"vae_batch": 8, "vae_size": 128, "vae_lr": 1e-3, "batch": 4, "sizes": [128, 192, 256],
        "size_probs": [0.3, 0.45, 0.25], "lr": 5e-4, "ema": 0.998}
+
+
+def instruction_texts() -> list[str]:
+    """Every wrapped branch text the bundled model can see in training or with the core's default prompts
+    (all paraphrases, tags, class names, the negative prompt, image-only and ``<cfg>`` branches)."""
+    from .. import m3, prompts
+
+    texts = [prompts.NEGATIVE_PROMPT, prompts.image_only_prompt(1), prompts.image_only_prompt(2), "<cfg>"]
+    for task in ("m3", "ivif", "mff", "mef"):
+        for req in m3.REQUIREMENTS[task] + [m3._core_default(task) or ""]:
+            texts.append(m3.fusion_instruction(task, req))
+    for kind in m3.CONTROL_KINDS:
+        for req in m3.CONTROL_REQUIREMENTS[kind] + [m3._core_default(kind) or ""]:
+            texts.append(m3.control_instruction(kind, req))
+    words = {m3.CLASS_WORDS.get(c, c) for c in m3.MSRC_CLASSES} | set(m3.MSRC_CLASSES)
+    for w in sorted(words):
+        for extra in m3.SEG_EXTRAS:
+            texts.append(m3.seg_instruction(w, extra))
+    return [prompts.wrap(t) for t in texts]
+
+
+def used_token_ids(tokenizer) -> list[int]:
+    from ..sequence import IMAGE_TAG
+
+    ids = {0, 1, 2, 32000}
+    for t in instruction_texts():
+        for chunk in IMAGE_TAG.split(t):
+            ids.update(tokenizer.encode(chunk))
+    return sorted(ids)
+
+
+def zero_unused_embeddings(transformer, tokenizer) -> int:
+    """Zero the token-embedding rows the training data never uses: they would stay at their random
+    initialisation (no gradient reaches them), so zero is the neutral value, and the checkpoint
+    compresses well. Returns the number of rows kept."""
+    import torch
+
+    keep = torch.tensor(used_token_ids(tokenizer))
+    w = transformer.embed_tokens.weight
+    with torch.no_grad():
+        saved = w[keep].clone()
+        w.zero_()
+        w[keep] = saved
+    return int(keep.numel())
