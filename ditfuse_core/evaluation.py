@@ -193,7 +193,7 @@ def bar_chart(name: str, values, methods, w: int = 640, h: int = 360) -> Image.I
     img = Image.new("RGB", (w, h), "white")
     d = ImageDraw.Draw(img)
     spec = METRICS[name]
-    d.text((10, 8), f"{name} ({'higher' if spec.higher_is_better else 'lower'} is better) — {spec.summary}",
+    d.text((10, 8), f"{name} ({'higher' if spec.higher_is_better else 'lower'} is better) - {spec.summary}",
            fill="black")
     finite = [v for v in values if math.isfinite(v)]
     top = max([abs(v) for v in finite] + [1e-12])
