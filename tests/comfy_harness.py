@@ -152,7 +152,7 @@ class InProcessComfy:
         """execution.validate_prompt → (valid, error, outputs, node_errors)."""
         return asyncio.run(self.execution.validate_prompt(str(uuid.uuid4()), prompt, None))
 
-    def run(self, prompt: dict, fresh: bool = True) -> dict:
+    def run(self, prompt: dict, fresh: bool = False) -> dict:
         """Validate and execute an API-format prompt. Returns {node_id: outputs tuple/list} of every executed
         node (from the executor's output cache) plus '_ui' (ui outputs) and '_messages'. Raises on failure."""
         valid, err, outputs, node_errors = self.validate(prompt)
@@ -312,3 +312,20 @@ def artifacts_dir() -> Path:
 
 def which(name: str) -> str | None:
     return shutil.which(name)
+
+
+_SHARED: ComfyServer | None = None
+
+
+def shared_server() -> ComfyServer:
+    """One ComfyUI server for the whole test session (started on first use, stopped at exit)."""
+    global _SHARED
+    if _SHARED is None:
+        import atexit
+
+        _SHARED = ComfyServer(log_path=artifacts_dir() / "comfyui-server.log").start()
+        atexit.register(_SHARED.stop)
+        # first-run frontend dialogs off (templates browser, tutorial), like a returning user
+        _SHARED.request("POST", "/settings", {"Comfy.TutorialCompleted": True,
+                                              "Comfy.Workflow.ShowMissingModelsWarning": True})
+    return _SHARED
