@@ -293,13 +293,23 @@ def _from_lin(lin: np.ndarray) -> np.ndarray:
 
 
 def smooth_field(h: int, w: int, rng: np.random.Generator, scale: float = 0.15) -> np.ndarray:
-    """Random smooth field in [0, 1] (low-frequency noise)."""
+    """Random smooth field in [0, 1]: low-resolution noise, smoothed, bilinearly upsampled."""
+    from PIL import Image
+
     gh, gw = max(2, int(math.ceil(h * scale / 8))), max(2, int(math.ceil(w * scale / 8)))
-    g = rng.random((gh, gw)).astype(np.float32)
-    f = ndimage.zoom(g, (h / gh, w / gw), order=3, mode="nearest")[:h, :w]
-    f = ndimage.gaussian_filter(f, sigma=max(h, w) * 0.03)
-    f -= f.min()
+    g = ndimage.gaussian_filter(rng.random((gh + 2, gw + 2)).astype(np.float32), 0.7)[1:-1, 1:-1]
+    f = np.asarray(Image.fromarray(np.ascontiguousarray(g), mode="F").resize((w, h), Image.BILINEAR))
+    f = f - f.min()
     return f / max(float(f.max()), 1e-6)
+
+
+def gaussian_blur_u8(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Fast Gaussian blur of a uint8 image (PIL's, for the large whole-image blurs)."""
+    from PIL import Image, ImageFilter
+
+    if img.ndim == 2:
+        return np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(sigma)))
+    return np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(sigma)))
 
 
 def exposure_pair(clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -345,7 +355,7 @@ def random_blob_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def defocus(img: np.ndarray, sigma: float) -> np.ndarray:
-    return _u8(ndimage.gaussian_filter(img.astype(np.float32), sigma=(sigma, sigma, 0), mode="reflect"))
+    return gaussian_blur_u8(img, sigma)
 
 
 def focus_pair(clean: np.ndarray, rng: np.random.Generator, near: np.ndarray | None = None
@@ -355,7 +365,7 @@ def focus_pair(clean: np.ndarray, rng: np.random.Generator, near: np.ndarray | N
     h, w = clean.shape[:2]
     if near is None:
         near = random_blob_mask(h, w, rng)
-    m = ndimage.gaussian_filter(near.astype(np.float32), 2.0)[..., None]
+    m = gaussian_blur_u8(_u8(near * 255.0), 2.0).astype(np.float32)[..., None] / 255.0
     s1, s2 = float(rng.uniform(1.5, 4.5)), float(rng.uniform(1.5, 4.5))
     c = clean.astype(np.float32)
     img1 = _u8(c * (1 - m) + defocus(clean, s1).astype(np.float32) * m)  # far-focus: foreground blurred
@@ -374,29 +384,57 @@ def infrared_like(clean: np.ndarray, rng: np.random.Generator, hot: np.ndarray |
         ys = np.sort(rng.uniform(0, 1, 5)) if rng.random() < 0.6 else rng.uniform(0, 1, 5)
         g = np.interp(g, xs, ys).astype(np.float32)
     g = g * 0.6 + 0.2 * smooth_field(*g.shape, rng) + 0.1
-    g = ndimage.gaussian_filter(g, float(rng.uniform(1.0, 2.5)))
+    g = gaussian_blur_u8(_u8(g * 255.0), float(rng.uniform(1.0, 2.5))).astype(np.float32) / 255.0
     if hot is not None and hot.any():
-        hm = ndimage.gaussian_filter(hot.astype(np.float32), 1.5)
+        hm = gaussian_blur_u8(_u8(hot * 255.0), 1.5).astype(np.float32) / 255.0
         g = g * (1 - hm) + np.clip(0.75 + 0.25 * g, 0, 1) * hm
     g = g + rng.normal(0, 0.01, g.shape).astype(np.float32)
     return np.repeat(_u8(g * 255.0)[..., None], 3, axis=2)
 
 
-def ivif_pair(clean: np.ndarray, rng: np.random.Generator, hot: np.ndarray | None = None
-              ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """IVIF: image 1 visible (degraded in a random region: low light + noise, haze or colour shift),
-    image 2 infrared-like. Target = the clean image."""
+def random_hot_spots(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """1–3 small filled ellipses (people/vehicle-sized warm objects), float mask."""
+    m = np.zeros((h, w), np.float32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for _ in range(int(rng.integers(1, 4))):
+        cy, cx = rng.uniform(0.15, 0.85) * h, rng.uniform(0.1, 0.9) * w
+        ry, rx = rng.uniform(0.05, 0.16) * h, rng.uniform(0.03, 0.1) * w
+        m[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] = 1
+    return m
+
+
+def ivif_pair(clean: np.ndarray, rng: np.random.Generator, hot: np.ndarray | None = None,
+              ir_real: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """IVIF: image 1 visible (degraded in a random region or everywhere: low light + noise, haze or colour
+    shift), image 2 infrared-like with warm objects (``hot`` mask, e.g. people/animals/cars from the labels,
+    else random small blobs). Target: the clean image with the warm objects brightened towards their
+    infrared intensity, so the fused result keeps both the visible detail and the thermal targets."""
     h, w = clean.shape[:2]
     kind = ("lowlight", "haze", "colour")[int(rng.integers(3))]
     deg = {"lowlight": low_light, "haze": haze, "colour": colour_shift}[kind](clean, rng)
     if rng.random() < 0.3:
         m = np.ones((h, w), np.float32)
     else:
-        m = ndimage.gaussian_filter(random_blob_mask(h, w, rng), 3.0)
+        m = gaussian_blur_u8(_u8(random_blob_mask(h, w, rng) * 255.0), 3.0).astype(np.float32) / 255.0
     vis = _u8(clean.astype(np.float32) * (1 - m[..., None]) + deg.astype(np.float32) * m[..., None])
-    if hot is None and rng.random() < 0.5:
-        hot = random_blob_mask(h, w, rng) * (smooth_field(h, w, rng) > 0.7)
-    return vis, infrared_like(clean, rng, hot), {"visible_degradation": kind, "fraction": float(m.mean())}
+    if ir_real is not None:
+        irf = ir_real.astype(np.float32)
+        local = gaussian_blur_u8(ir_real, max(h, w) * 0.08).astype(np.float32)
+        hot = np.clip((irf - local - 20.0) / 40.0, 0, 1) * (irf > 110)
+        ir = np.repeat(ir_real[..., None], 3, axis=2)
+    else:
+        if hot is None or not (0.005 < float(hot.mean()) < 0.5) or rng.random() < 0.3:
+            hot = random_hot_spots(h, w, rng) if rng.random() < 0.7 else None
+        ir = infrared_like(clean, rng, hot)
+    target = clean
+    if hot is not None and hot.any():
+        hm = gaussian_blur_u8(_u8(hot * 255.0), 1.5).astype(np.float32)[..., None] / 255.0
+        lum = clean.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        a = float(rng.uniform(0.35, 0.65))
+        delta = np.clip(ir[..., 0].astype(np.float32) - lum, 0, None)[..., None]
+        target = _u8(clean.astype(np.float32) + a * hm * delta)
+    return vis, ir, target, {"visible_degradation": kind, "fraction": float(m.mean()),
+                             "hot_fraction": float(hot.mean()) if hot is not None else 0.0}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -615,8 +653,12 @@ class M3Generator:
             hot = None
             if c_lab is not None:
                 hot = np.isin(c_lab, [4, 5, 6, 11, 12, 16, 20, 21, 22]).astype(np.float32)  # animals, people, cars
-            a, b, more = ivif_pair(clean, rng, hot)
+            real = c_ir if (c_ir is not None and rng.random() < 0.6) else None
+            a, b, target, more = ivif_pair(clean, rng, hot, real)
+            info["real_ir"] = real is not None
             info.update(more)
+            instr = fusion_instruction(task, pick_requirement(task, rng))
+            return Sample(task, instr, [a, b], target, info)
         else:
             raise ValueError(task)
         instr = fusion_instruction(task, pick_requirement(task, rng))

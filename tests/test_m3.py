@@ -175,9 +175,15 @@ def test_fusion_task_synthesis_properties():
     b = (slice(0, 40), slice(0, 40))      # background: sharp in image 1 (far-focus) only
     err = lambda a, sl: np.abs(a[sl].astype(int) - img[sl].astype(int)).mean()  # noqa: E731
     assert err(near_img, c) < err(far_img, c) and err(far_img, b) < err(near_img, b)
-    vis, ir, _ = m3.ivif_pair(img, np.random.default_rng(2))
+    hot = np.zeros(img.shape[:2], np.float32)
+    hot[100:140, 100:130] = 1
+    vis, ir, target, _ = m3.ivif_pair(img, np.random.default_rng(2), hot)
     assert np.array_equal(ir[..., 0], ir[..., 1]) and np.array_equal(ir[..., 1], ir[..., 2])
-    assert vis.shape == ir.shape == img.shape
+    assert vis.shape == ir.shape == target.shape == img.shape
+    # warm objects are bright in the infrared copy and brightened in the target; elsewhere target = clean
+    assert ir[110:130, 105:125].mean() > ir.mean()
+    assert target[110:130, 105:125].mean() > img[110:130, 105:125].mean()
+    assert np.array_equal(target[:60, :60], img[:60, :60])
 
 
 def test_write_jsonl(tmp_path):
