@@ -43,6 +43,14 @@ def page():
     pw.stop()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def announce_artifacts(request):
+    yield
+    tr = request.config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        tr.write_line(f"DiTFuse browser screenshots (CI artifacts): {H.artifacts_dir()}")
+
+
 def relevant(errors: list[str]) -> list[str]:
     return [e for e in errors if not any(s in e for s in IGNORED)]
 
