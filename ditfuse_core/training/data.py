@@ -79,12 +79,16 @@ def collate_samples(batch):
             "target": torch.stack([b["target"] for b in batch]), "task": [b["task"] for b in batch]}
 
 
-def make_loader(ds, batch_size: int, workers: int | None = None, collate=None) -> DataLoader:
+def worker_init(_):
+    torch.set_num_threads(1)
+
+
+def make_loader(ds, batch_size: int | None, workers: int | None = None, collate=None) -> DataLoader:
     if workers is None:
         workers = max(0, min(12, (os.cpu_count() or 2) - 2))
     kw = dict(batch_size=batch_size, num_workers=workers, collate_fn=collate)
     if workers > 0:
-        kw.update(persistent_workers=True, prefetch_factor=4)
+        kw.update(persistent_workers=True, prefetch_factor=4, worker_init_fn=worker_init)
     return DataLoader(ds, **kw)
 
 

@@ -499,7 +499,7 @@ class FlowTrainer:
 
     # ---- the loop ----------------------------------------------------------------------------------
     def loader(self):
-        from .data import DataLoader
+        from .data import DataLoader, worker_init
 
         cfg = self.cfg
         ds = BatchStream(cfg, start=self.step * cfg.grad_accum, rank=self.acc.process_index,
@@ -509,7 +509,7 @@ class FlowTrainer:
             workers = max(0, min(12, (os.cpu_count() or 2) // max(1, self.acc.num_processes) - 1))
         kw = dict(batch_size=None, num_workers=workers)
         if workers > 0:
-            kw.update(prefetch_factor=4, persistent_workers=False)
+            kw.update(prefetch_factor=4, persistent_workers=False, worker_init_fn=worker_init)
         return DataLoader(ds, **kw)
 
     def done(self) -> bool:
