@@ -522,7 +522,9 @@ class FlowTrainer:
         cfg = self.cfg
         log_path = self.out / "loss_log.jsonl"
         bar = None
-        if cfg.progress and self.acc.is_main_process:
+        import sys
+
+        if cfg.progress and self.acc.is_main_process and sys.stderr.isatty():
             from tqdm.auto import tqdm
 
             bar = tqdm(total=cfg.max_steps or None, initial=self.step, desc="train", dynamic_ncols=True)
@@ -547,6 +549,8 @@ class FlowTrainer:
                     window = []
                     with open(log_path, "a") as fh:
                         fh.write(json.dumps(rec) + "\n")
+                    if bar is None and cfg.progress and self.step % (cfg.log_every * 5) == 0:
+                        print(json.dumps(rec), flush=True)
                 if cfg.save_every and self.step - last_saved >= cfg.save_every:
                     self.save_checkpoint()
                     last_saved = self.step
