@@ -139,11 +139,18 @@ def main(argv=None):
     print(f"transformer params {n_params / 1e6:.2f} M", flush=True)
     dit_summary = tr.fit()
     print(json.dumps(dit_summary), flush=True)
+    # export the EMA weights unless the raw ones do better on held-out batches (short runs)
+    use_ema = False
+    if tr.ema is not None:
+        raw, ema = tr.val_loss(use_ema=False), tr.val_loss(use_ema=True)
+        use_ema = ema <= raw
+        dit_summary.update(val_loss_raw=raw, val_loss_ema=ema, exported="ema" if use_ema else "raw")
+        print(f"held-out loss: raw {raw:.4f}, EMA {ema:.4f} -> export {'EMA' if use_ema else 'raw'}", flush=True)
 
     # ---- 3. model folder -----------------------------------------------------------------------------
     for sub in ("transformer", "vae"):
         shutil.rmtree(out / sub, ignore_errors=True)
-    tr.export(out / "transformer", use_ema=True, dtype=torch.float16)
+    tr.export(out / "transformer", use_ema=use_ema, dtype=torch.float16)
     vae.to(torch.float32).save_pretrained(str(out / "vae"), safe_serialization=True)
     wall = time.time() - t_all
     cmd = "python scripts/train_default_model.py " + " ".join(sys.argv[1:] if argv is None else argv)

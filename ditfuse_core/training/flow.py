@@ -416,6 +416,27 @@ class FlowTrainer:
         self.model.train()
         return float(loss)
 
+    @torch.no_grad()
+    def val_loss(self, n_batches: int = 4, use_ema: bool = False, start: int = 10 ** 7) -> float:
+        """Mean loss on fixed held-out batches (indices from ``start``: never used in training), with the
+        raw or the EMA weights; the same noise and timesteps for both."""
+        from .. import m3
+
+        srcs = m3.scan_sources(self.cfg.data)
+        gens: dict = {}
+        backup = None
+        if use_ema and self.ema is not None:
+            backup = [p.detach().clone() for p in self.params]
+            for p, e in zip(self.params, self.ema):
+                p.copy_(e.to(p.dtype))
+        try:
+            losses = [self.eval_loss(make_batch(self.cfg, start + i, 0, 1, gens, srcs)) for i in range(n_batches)]
+        finally:
+            if backup is not None:
+                for p, b in zip(self.params, backup):
+                    p.copy_(b)
+        return float(np.mean(losses))
+
     # ---- checkpoints -------------------------------------------------------------------------------
     def _trainable_state(self, ema: bool = False) -> dict:
         names = [n for n, p in self.unwrapped.named_parameters() if p.requires_grad]
