@@ -248,7 +248,12 @@ class FlowTrainer:
         cpu = cfg.device == "cpu" or not torch.cuda.is_available()
         if mp == "auto":
             mp = "bf16" if (not cpu and torch.cuda.is_bf16_supported()) else "no"
-        self.acc = Accelerator(mixed_precision=mp, cpu=cpu, gradient_accumulation_steps=cfg.grad_accum)
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        # rows without images (condition dropout) can leave input_image_proj unused in a step
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+        self.acc = Accelerator(mixed_precision=mp, cpu=cpu, gradient_accumulation_steps=cfg.grad_accum,
+                               kwargs_handlers=[ddp])
         set_seed(cfg.seed, device_specific=False)
         self.device = self.acc.device
         self.out = Path(cfg.out)
@@ -279,7 +284,15 @@ class FlowTrainer:
                 p_.requires_grad_("lora_" in n_)
         else:
             self.transformer.requires_grad_(True)
-        self.transformer.to(self.device, torch.float32).train()
+        if cfg.lora and mp == "bf16":
+            # frozen base in bf16 (a 3.8 B base then takes 7.6 GB), adapter weights in fp32
+            self.transformer.to(self.device, torch.bfloat16)
+            for n_, p_ in self.transformer.named_parameters():
+                if p_.requires_grad:
+                    p_.data = p_.data.float()
+            self.transformer.train()
+        else:
+            self.transformer.to(self.device, torch.float32).train()
         self.params = [p for p in self.transformer.parameters() if p.requires_grad]
         self.n_trainable = sum(p.numel() for p in self.params)
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
