@@ -4,6 +4,7 @@ workflow lands in the artifacts folder (printed)."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import pytest
@@ -45,10 +46,13 @@ def page():
 
 @pytest.fixture(scope="module", autouse=True)
 def announce_artifacts(request):
+    capman = request.config.pluginmanager.getplugin("capturemanager")
     yield
-    tr = request.config.pluginmanager.get_plugin("terminalreporter")
-    if tr is not None:
-        tr.write_line(f"DiTFuse browser screenshots (CI artifacts): {H.artifacts_dir()}")
+    msg = f"\nDiTFuse browser screenshots (CI artifacts): {H.artifacts_dir()}\n"
+    if capman is not None:
+        with capman.global_and_fixture_disabled():
+            sys.stdout.write(msg)
+            sys.stdout.flush()
 
 
 def relevant(errors: list[str]) -> list[str]:
