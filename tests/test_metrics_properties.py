@@ -124,5 +124,39 @@ def test_fast_fmi_window_nmi_equals_literal_form():
     y[:500] = 0.5 * x[:500] + 3  # positively correlated windows (upper Fréchet bound)
     y[500:1000] = 255 - x[500:1000]  # negatively correlated (lower bound)
     x[1000:1200], y[1000:1200] = np.round(x[1000:1200] / 128) * 128, np.round(y[1000:1200] / 128) * 128  # ties
+    x[1200:1300] = 7.0  # constant source windows (uniform PDF)
+    x[1300:1400], y[1350:1450] = 0.0, 0.0
+    x[1300:1400, 4], y[1350:1450, 2] = 9.0, 9.0  # single-spike windows (delta PDFs), some against each other
+    x[1500:1800], y[1500:1800] = rng.integers(0, 2, (300, 9)), rng.integers(0, 2, (300, 9))  # binary (edges)
     pa, pf = fmi._pdf(x), fmi._pdf(y)
-    assert np.abs(fmi._nmi(pa, pf) - fmi._nmi_dense(pa, pf)).max() < 1e-10
+    dense = fmi._nmi_dense(pa, pf)
+    assert np.abs(fmi._nmi(pa, pf) - dense).max() < 1e-10
+    with np.errstate(all="ignore"):  # the fast path's (9, n) layout: one column per window
+        fast = fmi._nmi_fast(fmi._Side(x.T.copy()), fmi._Side(y.T.copy()))
+    assert np.abs(fast - dense).max() < 1e-10
+
+
+def _fmi_cases():
+    binary = (A > 128) * 255.0
+    mff = A.copy()
+    mff[:, 40:] = B[:, 40:]  # fused = a source on whole regions (identical windows are skipped)
+    return {
+        "smooth": (A, B, F), "mff": (A, B, mff), "identical_a": (A, B, A), "flat_a": (np.full(A.shape, 77.0), B, F),
+        "binary_a": (binary, B, F), "binary_all": (binary, (B > 100) * 1.0, (F > 120) * 1.0),
+        "float": (A / 7.3, B * 1.1, F / 3.0),
+    }
+
+
+@pytest.mark.parametrize("feature", ["pixel", "dct", "wavelet", "edge"])
+def test_fast_fmi_equals_reference_implementation(feature, monkeypatch):
+    """``fmi`` (vectorised (9, n) path, shared F terms, skipped identical windows, binary-pattern
+    table, threads) against ``fmi_reference`` (the previous row-per-window implementation)."""
+    from ditfuse_core.metrics import fmi
+
+    for name, (a, b, f) in _fmi_cases().items():
+        ref = fmi.fmi_reference(a, b, f, feature)
+        monkeypatch.setattr(fmi, "_CHUNK", 1000)  # several chunks, a short last one
+        for threads in (1, 2):
+            monkeypatch.setattr(fmi, "_THREADS", threads)
+            assert abs(fmi.fmi(a, b, f, feature) - ref) < 1e-10, (name, threads)
+        monkeypatch.undo()
