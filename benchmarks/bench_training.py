@@ -83,6 +83,54 @@ def throughput(a) -> dict:
     return r
 
 
+def quick_eval(a) -> dict:
+    """A few pairs per task: the model vs averaging on Qabf, SSIM (sum over both sources) and VIF, on gray
+    versions at the model's output size (a training sanity check, not the benchmark: use `ditfuse eval`)."""
+    import numpy as np
+    from PIL import Image
+
+    from ditfuse_core.evaluation import discover_pairs, load_image
+    from ditfuse_core.m3 import default_data_root
+    from ditfuse_core.metrics.convert import to_gray
+    from ditfuse_core.metrics.qabf import qabf
+    from ditfuse_core.metrics.ssim import ssim_sum
+    from ditfuse_core.metrics.vif import vif
+    from ditfuse_core.pipeline import DiTFusePipeline
+
+    pipe = DiTFusePipeline.from_pretrained(a.model)
+    root = Path(a.eval) if a.eval else default_data_root() / "eval"
+    sets = {"ivif": root / "ivif" / "tno", "mff": root / "mff" / "lytro", "mef": root / "mef" / "mefb"}
+    res = {}
+    for task, folder in sets.items():
+        rows = []
+        for pr in discover_pairs(task, folder)[: a.n]:
+            i1, i2 = load_image(pr.image1), load_image(pr.image2)
+            p1 = Image.fromarray(i1).convert("RGB")
+            p2 = Image.fromarray(i2).convert("RGB")
+            s = a.max_side / max(p1.size)
+            if s < 1:
+                size = (int(p1.size[0] * s) // 16 * 16, int(p1.size[1] * s) // 16 * 16)
+                p1, p2 = p1.resize(size, Image.BICUBIC), p2.resize(size, Image.BICUBIC)
+            t = time.time()
+            out = pipe.fuse(p1, p2, task=task, steps=a.steps, seed=0, max_side=a.max_side)[0]
+            dt = time.time() - t
+            g1, g2 = to_gray(np.asarray(p1)), to_gray(np.asarray(p2))
+            gf = to_gray(np.asarray(out.convert("RGB")))
+            ga = (g1 + g2) / 2
+            rows.append({"qabf": qabf(g1, g2, gf), "ssim": ssim_sum(g1, g2, gf), "vif": vif(g1, g2, gf),
+                         "qabf_avg": qabf(g1, g2, ga), "ssim_avg": ssim_sum(g1, g2, ga), "vif_avg": vif(g1, g2, ga),
+                         "seconds": dt})
+            if a.save:
+                Path(a.save).mkdir(parents=True, exist_ok=True)
+                sheet = Image.new("RGB", (p1.size[0] * 3, p1.size[1]))
+                for j, im in enumerate((p1, p2, out.convert("RGB").resize(p1.size))):
+                    sheet.paste(im, (j * p1.size[0], 0))
+                sheet.save(Path(a.save) / f"{task}_{pr.name}.jpg", quality=90)
+        res[task] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        print(task, json.dumps({k: round(v, 4) for k, v in res[task].items()}), flush=True)
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -99,10 +147,18 @@ def main():
     q.add_argument("--size", type=int, default=256)
     q.add_argument("--steps", type=int, default=10)
     q.add_argument("--threads", type=int, default=None)
+    r = sub.add_parser("quick-eval")
+    r.add_argument("--model", default=None)
+    r.add_argument("--eval", default=None)
+    r.add_argument("--n", type=int, default=3)
+    r.add_argument("--steps", type=int, default=None)
+    r.add_argument("--max-side", type=int, default=256)
+    r.add_argument("--save", default=None, help="folder for input/input/output sheets")
+    r.add_argument("--threads", type=int, default=None)
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    (vae_psnr if a.cmd == "vae-psnr" else throughput)(a)
+    {"vae-psnr": vae_psnr, "throughput": throughput, "quick-eval": quick_eval}[a.cmd](a)
 
 
 if __name__ == "__main__":
