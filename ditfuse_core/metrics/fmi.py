@@ -390,6 +390,8 @@ def _fmi_binary(wa: np.ndarray, wb: np.ndarray, wf: np.ndarray) -> float:
 def fmi(a: np.ndarray, b: np.ndarray, f: np.ndarray, feature: str = "pixel") -> float:
     """Fast-FMI with 3×3 windows for one feature ('pixel', 'dct', 'wavelet', 'edge')."""
     maps = [feature_map(x, feature) for x in (a, b, f)]
+    if min(maps[2].shape) < 3:
+        raise ValueError(f"FMI needs feature maps of at least 3×3 pixels, got {maps[2].shape}")
     with np.errstate(all="ignore"):
         if all(((m == 0) | (m == 1)).all() for m in maps):
             return _fmi_binary(*(_stack(m) for m in maps))
