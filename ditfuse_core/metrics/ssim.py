@@ -19,12 +19,19 @@ from .filters import gaussian1d, sep_correlate
 _WIN = gaussian1d(11, 1.5)
 
 
-def ssim_components(x: np.ndarray, y: np.ndarray, k1: float = 0.01, k2: float = 0.03, L: float = 255.0):
-    """(luminance map, contrast-structure map) on the valid region."""
+def _local_stats(x: np.ndarray):
+    """(local mean, local variance) of one image with the SSIM window, valid region."""
+    mx = sep_correlate(x, _WIN)
+    return mx, sep_correlate(x * x, _WIN) - mx * mx
+
+
+def ssim_components(x: np.ndarray, y: np.ndarray, k1: float = 0.01, k2: float = 0.03, L: float = 255.0,
+                    y_stats=None):
+    """(luminance map, contrast-structure map) on the valid region. ``y_stats`` = ``_local_stats(y)``
+    when already computed."""
     c1, c2 = (k1 * L) ** 2, (k2 * L) ** 2
-    mx, my = sep_correlate(x, _WIN), sep_correlate(y, _WIN)
-    sxx = sep_correlate(x * x, _WIN) - mx * mx
-    syy = sep_correlate(y * y, _WIN) - my * my
+    mx, sxx = _local_stats(x)
+    my, syy = y_stats if y_stats is not None else _local_stats(y)
     sxy = sep_correlate(x * y, _WIN) - mx * my
     lum = (2 * mx * my + c1) / (mx * mx + my * my + c1)
     cs = (2 * sxy + c2) / (sxx + syy + c2)
@@ -32,8 +39,10 @@ def ssim_components(x: np.ndarray, y: np.ndarray, k1: float = 0.01, k2: float = 
 
 
 def ssim_components_cached(x: np.ndarray, y: np.ndarray):
-    """``ssim_components`` memoised inside ``cache.shared_cache()`` (inputs must outlive the cache)."""
-    return cached(("ssim", id(x), id(y)), lambda: ssim_components(x, y))
+    """``ssim_components`` memoised inside ``cache.shared_cache()`` (inputs must outlive the cache);
+    y's local statistics (y = F, shared by both sources) are memoised too."""
+    return cached(("ssim", id(x), id(y)),
+                  lambda: ssim_components(x, y, y_stats=cached(("ssim_stats", id(y)), lambda: _local_stats(y))))
 
 
 def ssim(x: np.ndarray, y: np.ndarray) -> float:

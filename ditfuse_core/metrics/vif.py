@@ -27,19 +27,24 @@ def _win1d(n: int) -> np.ndarray:
     return g / g.sum()
 
 
-def vifp(ref: np.ndarray, dist: np.ndarray, sigma_nsq: float = 2.0) -> float:
-    """Pixel VIF of ``dist`` against ``ref`` (both 2-D, 0–255)."""
-    num = den = 0.0
-    x, y = ref, dist
+def _pyramid(x: np.ndarray):
+    """Per scale: (image, window, local mean, local variance) — the terms that depend on one image."""
+    out = []
     for scale in range(1, 5):
         n = 2 ** (4 - scale + 1) + 1
         w = _win1d(n)
         if scale > 1:
             x = sep_correlate(x, w)[::2, ::2]
-            y = sep_correlate(y, w)[::2, ::2]
-        mx, my = sep_correlate(x, w), sep_correlate(y, w)
-        sxx = np.maximum(sep_correlate(x * x, w) - mx * mx, 0)
-        syy = np.maximum(sep_correlate(y * y, w) - my * my, 0)
+        mx = sep_correlate(x, w)
+        out.append((x, w, mx, np.maximum(sep_correlate(x * x, w) - mx * mx, 0)))
+    return out
+
+
+def vifp(ref: np.ndarray, dist: np.ndarray, sigma_nsq: float = 2.0, dist_pyramid=None) -> float:
+    """Pixel VIF of ``dist`` against ``ref`` (both 2-D, 0–255). ``dist_pyramid`` = ``_pyramid(dist)``
+    when already computed (``vif`` shares F's between the two sources; it is not modified)."""
+    num = den = 0.0
+    for (x, w, mx, sxx), (y, _, my, syy) in zip(_pyramid(ref), dist_pyramid or _pyramid(dist)):
         sxy = sep_correlate(x * y, w) - mx * my
         g = sxy / (sxx + EPS)
         sv = syy - g * sxy
@@ -60,4 +65,5 @@ def vifp(ref: np.ndarray, dist: np.ndarray, sigma_nsq: float = 2.0) -> float:
 
 
 def vif(a, b, f) -> float:
-    return vifp(a, f) + vifp(b, f)
+    pf = _pyramid(f)
+    return vifp(a, f, dist_pyramid=pf) + vifp(b, f, dist_pyramid=pf)
