@@ -122,7 +122,8 @@ def eval_psnr(vae, images, device="cpu", sample: bool = True, seed: int = 0) -> 
 def train_vae(out: str, minutes: float | None = 30.0, steps: int | None = None, batch: int = 16,
               size: int = 128, lr: float = 1e-3, f: int = 4, latent: int = 8, base: int = 32, max_ch: int = 64,
               kl: float = 1e-6, device: str | None = None, seed: int = 0, data_root=None, workers=None,
-              log_every: int = 50, vae=None, eval_root=None, eval_max_side: int = 512, eval_stride: int = 1) -> dict:
+              log_every: int = 50, vae=None, eval_root=None, eval_max_side: int = 512, eval_stride: int = 1,
+              p_degraded: float = 0.15) -> dict:
     """Train until ``minutes`` of wall time or ``steps`` (whichever comes first); the lr schedule
     (warm-up, cosine) follows the elapsed fraction of that budget. Returns a summary dict."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -134,7 +135,7 @@ def train_vae(out: str, minutes: float | None = 30.0, steps: int | None = None, 
     vae.to(device).train()
     n_params = sum(p.numel() for p in vae.parameters())
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
-    ds = ImageCrops(size=size, seed=seed, data_root=data_root)
+    ds = ImageCrops(size=size, seed=seed, data_root=data_root, p_degraded=p_degraded)
     loader = make_loader(ds, batch, workers)
     use_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
     budget_s = minutes * 60 if minutes else None
