@@ -540,11 +540,13 @@ class Sample:
 
 def _random_crop(img: np.ndarray, lab: np.ndarray | None, ir: np.ndarray | None, size: int,
                  rng: np.random.Generator):
-    """Scale so the short side covers ``size`` (with a random extra zoom), then crop ``size``×``size``."""
+    """Rescale by U[0.6, 1.0] of the native resolution (more when the short side would not cover
+    ``size``), then crop ``size``×``size``: content density stays close to that of real photos at the
+    pipeline's working size instead of whole images squeezed into small crops."""
     from PIL import Image
 
     h, w = img.shape[:2]
-    scale = size / min(h, w) * float(rng.uniform(1.0, 1.35))
+    scale = max(size / min(h, w), float(rng.uniform(0.6, 1.0)))
     if abs(scale - 1.0) > 1e-3:
         nh, nw = max(size, int(round(h * scale))), max(size, int(round(w * scale)))
         img = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BICUBIC))
