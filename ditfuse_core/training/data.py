@@ -85,7 +85,7 @@ def worker_init(_):
 
 def make_loader(ds, batch_size: int | None, workers: int | None = None, collate=None) -> DataLoader:
     if workers is None:
-        workers = max(0, min(12, (os.cpu_count() or 2) - 2))
+        workers = max(0, min(14, (os.cpu_count() or 2) - 2))
     kw = dict(batch_size=batch_size, num_workers=workers, collate_fn=collate)
     if workers > 0:
         kw.update(persistent_workers=True, prefetch_factor=4, worker_init_fn=worker_init)

@@ -540,7 +540,7 @@ class FlowTrainer:
                          world=self.acc.num_processes)
         workers = cfg.workers
         if workers is None:
-            workers = max(0, min(12, (os.cpu_count() or 2) // max(1, self.acc.num_processes) - 1))
+            workers = max(0, min(14, (os.cpu_count() or 2) // max(1, self.acc.num_processes) - 2))
         kw = dict(batch_size=None, num_workers=workers)
         if workers > 0:
             kw.update(prefetch_factor=4, persistent_workers=False, worker_init_fn=worker_init)
