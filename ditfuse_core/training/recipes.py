@@ -33,8 +33,8 @@ TINY_VAE = {"f": 4, "latent": 16, "base": 32, "max_ch": 64}
 TINY_MIX = {"m3": 0.28, "ivif": 0.2, "mff": 0.18, "mef": 0.18, "control": 0.08, "seg": 0.08}
 
 # settings per device kind
-GPU = {"vae_batch": 64, "vae_size": 128, "vae_lr": 1e-3, "batch": 32, "sizes": [128, 192, 256, 320],
-       "size_probs": [0.15, 0.25, 0.4, 0.2], "lr": 5e-4, "ema": 0.999}
+GPU = {"vae_batch": 64, "vae_size": 128, "vae_lr": 1e-3, "batch": 32, "sizes": [128, 192, 256, 320, 384],
+       "size_probs": [0.1, 0.2, 0.35, 0.2, 0.15], "lr": 5e-4, "ema": 0.999}
 CPU = {"vae_batch": 8, "vae_size": 128, "vae_lr": 1e-3, "batch": 4, "sizes": [128, 192, 256],
        "size_probs": [0.3, 0.45, 0.25], "lr": 5e-4, "ema": 0.998}
 
