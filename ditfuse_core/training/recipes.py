@@ -34,7 +34,7 @@ TINY_MIX = {"m3": 0.28, "ivif": 0.2, "mff": 0.18, "mef": 0.18, "control": 0.08, 
 
 # settings per device kind
 GPU = {"vae_batch": 64, "vae_size": 128, "vae_lr": 1e-3, "batch": 32, "sizes": [128, 192, 256, 320, 384],
-       "size_probs": [0.1, 0.2, 0.35, 0.2, 0.15], "lr": 5e-4, "ema": 0.999}
+       "size_probs": [0.1, 0.2, 0.35, 0.2, 0.15], "lr": 8e-4, "ema": 0.999}
 CPU = {"vae_batch": 8, "vae_size": 128, "vae_lr": 1e-3, "batch": 4, "sizes": [128, 192, 256],
        "size_probs": [0.3, 0.45, 0.25], "lr": 5e-4, "ema": 0.998}
 
