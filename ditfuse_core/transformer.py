@@ -84,30 +84,12 @@ class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
         """Run all blocks. mask: [B, Lq, Lk] bool over (cached keys ++ new keys). keep → return the new
         tokens' per-layer keys/values."""
         kept_k, kept_v = [], []
-        bsz, lq, _ = h.shape
         for i, block in enumerate(self.layers):
-            attn = block.self_attn
-            x = block.input_layernorm(h)
-            q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
-            hd = q.shape[-1] // attn.heads
-            kvh = k.shape[-1] // hd
-            q = q.view(bsz, lq, attn.heads, hd).transpose(1, 2)
-            k = k.view(bsz, lq, kvh, hd).transpose(1, 2)
-            v = v.view(bsz, lq, kvh, hd).transpose(1, 2)
-            q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
+            past = (cache.keys[i], cache.values[i]) if cache is not None else None
+            h, k, v = run_block(block, h, cos, sin, mask, past)
             if keep:
                 kept_k.append(k)
                 kept_v.append(v)
-            if cache is not None:
-                k = torch.cat([cache.keys[i], k], dim=2)
-                v = torch.cat([cache.values[i], v], dim=2)
-            if kvh != attn.heads:
-                k = k.repeat_interleave(attn.heads // kvh, dim=1)
-                v = v.repeat_interleave(attn.heads // kvh, dim=1)
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None])
-            o = o.transpose(1, 2).reshape(bsz, lq, -1)
-            h = h + attn.to_out[0](o)
-            h = h + block.mlp(block.post_attention_layernorm(h))
         return h, kept_k, kept_v
 
     def _output(self, h, temb, n_tokens, height, width):
@@ -178,6 +160,33 @@ class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
         mask = full_mask(branch, n).to(h.device)[None].expand(bsz, -1, -1)
         h, _, _ = self._layers(h, cos, sin, mask)
         return self._output(h, temb, n, height, width)
+
+
+def run_block(block, h, cos, sin, mask, past: tuple[torch.Tensor, torch.Tensor] | None = None):
+    """One OmniGen block (diffusers' weights and module names; peft-wrapped projections work unchanged).
+    past: cached (keys, values) [B, Hkv, Lc, hd] that the new tokens also attend to. Returns the new hidden
+    states and the new tokens' rotated keys and values."""
+    attn = block.self_attn
+    bsz, lq, _ = h.shape
+    x = block.input_layernorm(h)
+    q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
+    hd = q.shape[-1] // attn.heads
+    kvh = k.shape[-1] // hd
+    q = q.view(bsz, lq, attn.heads, hd).transpose(1, 2)
+    k = k.view(bsz, lq, kvh, hd).transpose(1, 2)
+    v = v.view(bsz, lq, kvh, hd).transpose(1, 2)
+    q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
+    new_k, new_v = k, v
+    if past is not None:
+        k = torch.cat([past[0], k], dim=2)
+        v = torch.cat([past[1], v], dim=2)
+    if kvh != attn.heads:
+        k = k.repeat_interleave(attn.heads // kvh, dim=1)
+        v = v.repeat_interleave(attn.heads // kvh, dim=1)
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None])
+    h = h + attn.to_out[0](o.transpose(1, 2).reshape(bsz, lq, -1))
+    h = h + block.mlp(block.post_attention_layernorm(h))
+    return h, new_k, new_v
 
 
 def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
