@@ -526,6 +526,7 @@ def scan_sources(root: str | os.PathLike | None = None) -> list[Source]:
 # the generator
 # ----------------------------------------------------------------------------------------------------
 
+FUSION_TASKS = ("m3", "ivif", "mff", "mef")
 DEFAULT_MIX = {"m3": 0.30, "ivif": 0.18, "mff": 0.16, "mef": 0.16, "control": 0.10, "seg": 0.10}
 
 
@@ -629,6 +630,12 @@ class M3Generator:
                           {"class": word, "class_id": cid, "source": self.sources[src].image})
         clean, c_lab, c_ir = _random_crop(img, lab, ir, self.size, rng)
         info = {"source": self.sources[src].image}
+        if task == "copy":
+            # curriculum: both inputs are the target, under a random fusion instruction (cheap way to learn
+            # that each output token copies the input tokens at its own spatial position)
+            ft = FUSION_TASKS[int(rng.integers(len(FUSION_TASKS)))]
+            return Sample("copy", fusion_instruction(ft, pick_requirement(ft, rng)), [clean, clean.copy()],
+                          clean.copy(), {**info, "instruction_task": ft})
         if task == "control":
             kind = CONTROL_KINDS[int(rng.integers(len(CONTROL_KINDS)))]
             return Sample("control", control_instruction(kind, pick_requirement(kind, rng)), [clean],

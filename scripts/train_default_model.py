@@ -61,6 +61,16 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--sizes", default=None, help="comma-separated crop sizes for the transformer")
     ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--size-probs", default=None, help="comma-separated probabilities of --sizes")
+    ap.add_argument("--mix", default=None, help='task mix as JSON, e.g. \'{"copy": 0.5, "m3": 0.2}\' (default recipes.TINY_MIX)')
+    ap.add_argument("--ema", type=float, default=None)
+    ap.add_argument("--warmup", type=float, default=0.03, help="fraction of the budget (< 1) or steps")
+    ap.add_argument("--init-transformer", default=None,
+                    help="start from these transformer weights (a model folder with transformer/, or the "
+                         "transformer folder itself; same architecture) instead of a random initialisation")
+    ap.add_argument("--align-init", type=float, default=0.0,
+                    help="add a spatial-alignment prior to the attention of a random initialisation "
+                         "(strength; see recipes.align_attention_init)")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--intermediate", type=int, default=768)
@@ -119,10 +129,14 @@ def main(argv=None):
     init = recipes.tiny_transformer_config(latent_channels=vae.config.latent_channels, vae_factor=f,
                                            hidden=a.hidden, layers=a.layers, intermediate=a.intermediate)
     sizes = [int(s) for s in a.sizes.split(",")] if a.sizes else kind["sizes"]
-    cfg = TrainConfig(out=str(work / "dit"), init_config=init, data=data, mix=recipes.TINY_MIX, sizes=sizes,
-                      size_probs=None if a.sizes else kind["size_probs"], batch=a.batch or kind["batch"],
-                      lr=a.lr or kind["lr"], warmup=0.03, max_steps=a.dit_steps, minutes=a.dit_minutes,
-                      ema=kind["ema"], cond_dropout=0.1, seed=a.seed, workers=a.workers, device=device,
+    mix = json.loads(a.mix) if a.mix else recipes.TINY_MIX
+    size_probs = ([float(x) for x in a.size_probs.split(",")] if a.size_probs
+                  else None if a.sizes else kind["size_probs"])
+    cfg = TrainConfig(out=str(work / "dit"), init_config=init, data=data, mix=mix, sizes=sizes,
+                      size_probs=size_probs, batch=a.batch or kind["batch"],
+                      lr=a.lr or kind["lr"], warmup=a.warmup if a.warmup < 1 else int(a.warmup),
+                      max_steps=a.dit_steps, minutes=a.dit_minutes,
+                      ema=kind["ema"] if a.ema is None else a.ema, cond_dropout=0.1, seed=a.seed, workers=a.workers, device=device,
                       save_every=500 if device.startswith("cuda") else 200, log_every=20 if device.startswith("cuda") else 5,
                       resume="latest" if a.resume else None)
     print(f"== transformer: {a.dit_minutes} min, batch {cfg.batch}, sizes {sizes}", flush=True)
@@ -131,6 +145,16 @@ def main(argv=None):
 
     torch.manual_seed(a.seed)
     model = DiTFuseTransformer(**init)
+    if a.init_transformer:
+        src = Path(a.init_transformer)
+        src = src / "transformer" if (src / "transformer").is_dir() else src
+        base = DiTFuseTransformer.from_pretrained(str(src), torch_dtype=torch.float32)
+        model.load_state_dict(base.state_dict(), strict=True)
+        print(f"initialised the transformer from {src}", flush=True)
+        del base
+    elif a.align_init:
+        recipes.align_attention_init(model, a.align_init)
+        print(f"spatial-alignment attention prior, strength {a.align_init}", flush=True)
     tok = load_tokenizer()
     kept = recipes.zero_unused_embeddings(model, tok)
     print(f"token embeddings: {kept} rows used by the training instructions, the rest zero", flush=True)

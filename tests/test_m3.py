@@ -209,3 +209,15 @@ def test_shared_data_sources():
     g = m3.M3Generator(srcs, seed=0, size=128)
     s = g.sample(0, "seg")
     assert s.target.shape == (128, 128, 3)
+
+
+def test_copy_task_inputs_equal_target(tmp_path):
+    srcs = _synthetic_sources(tmp_path)
+    g = m3.M3Generator(srcs, seed=1, size=64, mix={"copy": 1.0})
+    for i in range(4):
+        s = g.sample(i)
+        assert s.task == "copy" and len(s.inputs) == 2
+        assert all(np.array_equal(x, s.target) for x in s.inputs)
+        assert s.instruction.startswith("[FUSION]") and "<|image_2|>" in s.instruction
+        assert s.info["instruction_task"] in m3.FUSION_TASKS
+    assert g.sample(2).instruction == m3.M3Generator(srcs, seed=1, size=64, mix={"copy": 1.0}).sample(2).instruction

@@ -135,3 +135,41 @@ def test_fit_writes_log_plot_and_export(tmp_path, sources, monkeypatch):
 
     m = DiTFuseTransformer.from_pretrained(str(out))
     assert sum(p.numel() for p in m.parameters()) == sum(p.numel() for p in tr.transformer.parameters())
+
+
+def test_align_attention_init_points_outputs_at_same_position():
+    """Layer 0 of the alignment prior: each output token's attention peaks on the input-image tokens at its
+    own grid position (most tokens), and hardly on other output tokens."""
+    import torch.nn.functional as F
+
+    from ditfuse_core import prompts
+    from ditfuse_core.sequence import build_branch
+    from ditfuse_core.tokenizer import load_tokenizer
+    from ditfuse_core.training import recipes
+    from ditfuse_core.transformer import DiTFuseTransformer
+
+    torch.manual_seed(0)
+    model = DiTFuseTransformer(**recipes.tiny_transformer_config(layers=1))
+    recipes.align_attention_init(model, 8.0)
+    n = 16
+    br = build_branch(load_tokenizer(), prompts.wrap(m3.fusion_instruction("mff", "fuse")), [n, n])
+    lat = [torch.randn(1, 16, 16, 16) for _ in range(2)]
+    cap = {}
+    orig = F.scaled_dot_product_attention
+
+    def sdpa(q, k, v, attn_mask=None):
+        s = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
+        cap["a"] = s.masked_fill(~attn_mask, -1e9).softmax(-1)
+        return orig(q, k, v, attn_mask=attn_mask)
+
+    F.scaled_dot_product_attention = sdpa
+    try:
+        with torch.no_grad():
+            flow.forward_batch(model, torch.randn(1, 16, 16, 16), torch.tensor([0.5]), [br], [lat])
+    finally:
+        F.scaled_dot_product_attention = orig
+    out_q = cap["a"][0, 0, br.length + 1:]
+    for s, e in br.image_spans:
+        assert (out_q[:, s:e].argmax(-1) == torch.arange(n)).float().mean() >= 0.6
+    assert sum(out_q[:, s:e].sum(-1).mean() for s, e in br.image_spans) > 0.9
+    assert out_q[:, br.length + 1:].sum(-1).max() < 0.05

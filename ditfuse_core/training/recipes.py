@@ -81,3 +81,65 @@ def zero_unused_embeddings(transformer, tokenizer) -> int:
         w.zero_()
         w[keep] = saved
     return int(keep.numel())
+
+
+# spatial-alignment prior (a random initialisation's layer 0, all heads): output token i attends to the
+# input-image tokens at its own grid position and adds their (normalised) hidden states to its residual,
+# i.e. the model starts as "average the inputs in embedding space" instead of having to discover the
+# correspondence. Built only from the weights' layout (same architecture, same file).
+ALIGN_FREQS = (0, 6, 12)          # 2D sin-cos pos_embed frequency indices used (ω = 10000^(-k/64): 1, .42, .18)
+ALIGN_MARK_IN, ALIGN_MARK_OUT = 63, 191  # pos_embed dims that are ~0 everywhere (sin of the lowest frequency)
+
+
+def align_attention_init(transformer, strength: float = 8.0, marker: float = 1.0) -> dict:
+    """q/k of layer 0 read the pos_embed's sin/cos features (both axes, ALIGN_FREQS) into the lowest-frequency
+    RoPE pairs (nearly position-invariant for the offsets between an image and the output), so q_i·k_j peaks
+    at the same grid position; a bias marker on input-image tokens (and its query on output tokens) makes
+    output tokens prefer the input images over themselves. v and out are the identity. Content (patch
+    projections), text and time embeddings are zeroed on the feature dimensions so they do not blur the
+    match. Returns the dims used."""
+    import torch
+
+    hidden = transformer.config.hidden_size
+    half, quarter = hidden // 2, hidden // 4
+    attn = transformer.layers[0].self_attn
+    heads = attn.heads
+    hd = hidden // heads
+    feats = []  # (sin dim, cos dim) per (axis, frequency)
+    for axis in (0, half):
+        for k in ALIGN_FREQS:
+            feats.append((axis + k, axis + quarter + k))
+    used = [d for pair in feats for d in pair] + [ALIGN_MARK_IN, ALIGN_MARK_OUT]
+    n_pairs = hd // 2
+    first = n_pairs - len(feats)  # lowest-frequency RoPE pairs: (d, d + hd/2), d = first..n_pairs-1
+    mark = first - 1
+    pe = transformer.patch_embedding
+    with torch.no_grad():
+        for proj in (pe.input_image_proj, pe.output_image_proj):
+            proj.weight[used] = 0
+            proj.bias[used] = 0
+        pe.input_image_proj.bias[ALIGN_MARK_IN] = marker
+        pe.output_image_proj.bias[ALIGN_MARK_OUT] = marker
+        transformer.embed_tokens.weight[:, used] = 0
+        lin = transformer.time_token.linear_2
+        lin.weight[used] = 0
+        lin.bias[used] = 0
+        for w in (attn.to_q.weight, attn.to_k.weight):
+            w.mul_(0.1)
+        for h in range(heads):
+            for p, (ds, dc) in enumerate(feats):
+                d = h * hd + first + p
+                for w in (attn.to_q.weight, attn.to_k.weight):
+                    w[d] = 0
+                    w[d + n_pairs] = 0
+                    w[d, ds] = strength
+                    w[d + n_pairs, dc] = strength
+            dm = h * hd + mark
+            attn.to_q.weight[dm] = 0
+            attn.to_k.weight[dm] = 0
+            attn.to_q.weight[dm, ALIGN_MARK_OUT] = strength
+            attn.to_k.weight[dm, ALIGN_MARK_IN] = strength
+        eye = torch.eye(hidden)
+        attn.to_v.weight.copy_(eye[: attn.to_v.weight.shape[0]])
+        attn.to_out[0].weight.copy_(eye[:, : attn.to_out[0].weight.shape[1]])
+    return {"feature_dims": used, "rope_pairs": list(range(mark, n_pairs))}
