@@ -71,6 +71,8 @@ def main(argv=None):
     ap.add_argument("--align-init", type=float, default=0.0,
                     help="add a spatial-alignment prior to the attention of a random initialisation "
                          "(strength; see recipes.align_attention_init)")
+    ap.add_argument("--quiet-init", action="store_true",
+                    help="with --align-init: shared patch projection and zero-initialised residual branches")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--intermediate", type=int, default=768)
@@ -153,7 +155,7 @@ def main(argv=None):
         print(f"initialised the transformer from {src}", flush=True)
         del base
     elif a.align_init:
-        recipes.align_attention_init(model, a.align_init)
+        recipes.align_attention_init(model, a.align_init, quiet=a.quiet_init)
         print(f"spatial-alignment attention prior, strength {a.align_init}", flush=True)
     tok = load_tokenizer()
     kept = recipes.zero_unused_embeddings(model, tok)

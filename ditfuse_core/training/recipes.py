@@ -32,6 +32,10 @@ TINY_VAE = {"f": 4, "latent": 16, "base": 32, "max_ch": 64}
 # Training-data mix for the bundled model: mostly the three real fusion tasks and M3.
 TINY_MIX = {"m3": 0.28, "ivif": 0.2, "mff": 0.18, "mef": 0.18, "control": 0.08, "seg": 0.08}
 
+# Copy curriculum (experimental, see README "Learning to use the inputs"): half of the samples are
+# image 1 == image 2 == target ("copy"), the rest the fusion tasks; used with --align-init at 64-128 px.
+COPY_MIX = {"copy": 0.5, "m3": 0.15, "ivif": 0.12, "mff": 0.1, "mef": 0.1, "control": 0.03}
+
 # settings per device kind
 GPU = {"vae_batch": 64, "vae_size": 128, "vae_lr": 1e-3, "batch": 32, "sizes": [128, 192, 256, 320, 384],
        "size_probs": [0.1, 0.2, 0.35, 0.2, 0.15], "lr": 8e-4, "ema": 0.999}
@@ -91,14 +95,27 @@ ALIGN_FREQS = (0, 6, 12)          # 2D sin-cos pos_embed frequency indices used 
 ALIGN_MARK_IN, ALIGN_MARK_OUT = 63, 191  # pos_embed dims that are ~0 everywhere (sin of the lowest frequency)
 
 
-def align_attention_init(transformer, strength: float = 8.0, marker: float = 1.0) -> dict:
+def align_attention_init(transformer, strength: float = 8.0, marker: float = 1.0, quiet: bool = False) -> dict:
     """q/k of layer 0 read the pos_embed's sin/cos features (both axes, ALIGN_FREQS) into the lowest-frequency
     RoPE pairs (nearly position-invariant for the offsets between an image and the output), so q_i·k_j peaks
     at the same grid position; a bias marker on input-image tokens (and its query on output tokens) makes
     output tokens prefer the input images over themselves. v and out are the identity. Content (patch
     projections), text and time embeddings are zeroed on the feature dimensions so they do not blur the
-    match. Returns the dims used."""
+    match. ``quiet``: besides, input images share the output patch projection (one embedding space) and the
+    residual branches of the other layers (attention out, MLP down projections, layer 0's MLP included)
+    start at zero, as DiT zero-initialises its blocks, so the model starts as "layer-0 alignment + linear
+    read-out" and the rest grows from there. Returns the dims used."""
     import torch
+
+    if quiet:
+        with torch.no_grad():
+            pe_ = transformer.patch_embedding
+            pe_.input_image_proj.weight.copy_(pe_.output_image_proj.weight)
+            pe_.input_image_proj.bias.copy_(pe_.output_image_proj.bias)
+            for i, layer in enumerate(transformer.layers):
+                layer.mlp.down_proj.weight.zero_()
+                if i > 0:
+                    layer.self_attn.to_out[0].weight.zero_()
 
     hidden = transformer.config.hidden_size
     half, quarter = hidden // 2, hidden // 4
