@@ -42,26 +42,10 @@ CFG_TOKEN = "<cfg>"
 # ----------------------------------------------------------------------------------------------------
 
 def _block(block, h, cos, sin, mask):
-    """One OmniGen block exactly as ``DiTFuseTransformer._layers`` runs it (no cache)."""
-    from ..transformer import _apply_rope
+    """One OmniGen block exactly as the inference path runs it (no cache)."""
+    from ..transformer import run_block
 
-    attn = block.self_attn
-    bsz, lq, _ = h.shape
-    x = block.input_layernorm(h)
-    q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
-    hd = q.shape[-1] // attn.heads
-    kvh = k.shape[-1] // hd
-    q = q.view(bsz, lq, attn.heads, hd).transpose(1, 2)
-    k = k.view(bsz, lq, kvh, hd).transpose(1, 2)
-    v = v.view(bsz, lq, kvh, hd).transpose(1, 2)
-    q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
-    if kvh != attn.heads:
-        k = k.repeat_interleave(attn.heads // kvh, dim=1)
-        v = v.repeat_interleave(attn.heads // kvh, dim=1)
-    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None])
-    o = o.transpose(1, 2).reshape(bsz, lq, -1)
-    h = h + attn.to_out[0](o)
-    return h + block.mlp(block.post_attention_layernorm(h))
+    return run_block(block, h, cos, sin, mask)[0]
 
 
 def forward_batch(model, latents: torch.Tensor, t: torch.Tensor, branches: list[Branch],
