@@ -86,11 +86,11 @@ class DiTFusePipeline:
         p = self.transformer.config.patch_size
         counts = [(lat.shape[-2] // p) * (lat.shape[-1] // p) for lat in image_latents]
         tok = self.tokenizer
+        uncond = build_branch(tok, prompts.wrap(prompts.NEGATIVE_PROMPT), [])
         return sampler.Condition(
             cond=build_branch(tok, prompts.wrap(prompt), counts),
-            uncond=build_branch(tok, prompts.wrap(prompts.NEGATIVE_PROMPT), []),
-            img=build_branch(tok, prompts.wrap(prompts.image_only_prompt(n)), counts) if n else
-            build_branch(tok, prompts.wrap(prompts.NEGATIVE_PROMPT), []),
+            uncond=uncond,
+            img=build_branch(tok, prompts.wrap(prompts.image_only_prompt(n)), counts) if n else uncond,
             image_latents=[lat.to(self.device) for lat in image_latents],
         )
 
@@ -118,6 +118,24 @@ class DiTFusePipeline:
             use_cache=use_cache, batch_branches=batch_branches, progress=progress,
         )
 
+    def sample_prepared(self, instruction: str, pixels: list[list[torch.Tensor]], seed: int = 0,
+                        steps: int | None = None, cfg: float | None = None, img_cfg: float | None = None,
+                        latent_size: tuple[int, int] | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """Scaled latents [B,C,h,w] for prepared inputs (per item: one [1,3,h,w] per `<|image_k|>`). Item i
+        encodes its images and samples with seeds derived from seed + i, so an item's result does not depend
+        on the batch it is in; progress counts steps over all items."""
+        n = len(pixels)
+        per_item = int(steps or self.defaults["steps"])
+        out = []
+        for i, pix in enumerate(pixels):
+            lats = [self.encode(p, seed=encode_seed(seed + i, k)) for k, p in enumerate(pix)]
+            cond = self.condition(instruction, lats)
+            cb = None if progress is None else (lambda s, _t, d=i * per_item: progress(d + s, n * per_item))
+            out.append(self.sample(cond, seed=seed + i, steps=steps, cfg=cfg, img_cfg=img_cfg,
+                                   latent_size=latent_size, progress=cb))
+        return torch.cat(out)
+
     # ---- tasks ---------------------------------------------------------------------------------------
     def generate(self, instruction: str, images: list, seed: int = 0, steps: int | None = None,
                  cfg: float | None = None, img_cfg: float | None = None, max_side: int | None = None,
@@ -134,16 +152,14 @@ class DiTFusePipeline:
                 raise ValueError(f"image_{k + 1} has a batch of {len(g)} but another input has {n}; "
                                  "batches must be equal or 1 (broadcast)")
         groups = [g * n if len(g) == 1 else g for g in groups]
-        outputs = []
-        total = n * int(steps or self.defaults["steps"])
+        pixels, sizes = [], []
         for i in range(n):
-            pix, sizes = self.preprocess([g[i] for g in groups], max_side)
-            lats = [self.encode(p, seed=encode_seed(seed + i, k)) for k, p in enumerate(pix)]
-            cond = self.condition(instruction, lats)
-            done = i * (total // n)
-            step_cb = None if progress is None else (lambda s, _t, d=done: progress(d + s, total))
-            lat = self.sample(cond, seed=seed + i, steps=steps, cfg=cfg, img_cfg=img_cfg, progress=step_cb)
-            outputs.append(imgs.restore(self.decode(lat), sizes[0]))
+            pix, sz = self.preprocess([g[i] for g in groups], max_side)
+            pixels.append(pix)
+            sizes.append(sz[0])
+        latents = self.sample_prepared(instruction, pixels, seed=seed, steps=steps, cfg=cfg, img_cfg=img_cfg,
+                                       progress=progress)
+        outputs = [imgs.restore(self.decode(latents[i : i + 1]), sizes[i]) for i in range(n)]
         if as_tensor:
             if len({tuple(o.shape) for o in outputs}) != 1:
                 return outputs
@@ -161,9 +177,8 @@ class DiTFusePipeline:
         """Overlay images and masks [B,H,W] (1 = class): the mask is where the output turned bluer than the
         input."""
         overlay = self.generate(prompts.segmentation_prompt(class_name, instruction), [images], **kw)
-        src = imgs.to_pil_list(images)
-        out = imgs.to_pil_list(overlay) if not isinstance(overlay, torch.Tensor) else overlay
-        masks = [blue_mask(imgs.to_tensor(o), imgs.to_tensor(s)) for o, s in zip(imgs.to_pil_list(out), src)]
+        pairs = zip(imgs.to_pil_list(overlay), imgs.to_pil_list(images))
+        masks = [blue_mask(imgs.to_tensor(o), imgs.to_tensor(s)) for o, s in pairs]
         mask = torch.stack([(m > threshold).float() for m in masks])
         return overlay, mask
 

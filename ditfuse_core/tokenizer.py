@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 from tokenizers import Tokenizer
 
@@ -30,10 +31,7 @@ class PhiTokenizer:
         return self._tok.encode(text).ids
 
     def __call__(self, text: str):
-        class _Out:
-            input_ids = self.encode(text)
-
-        return _Out()
+        return SimpleNamespace(input_ids=self.encode(text))
 
     def __len__(self) -> int:
         return self.vocab_size

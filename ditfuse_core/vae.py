@@ -42,10 +42,24 @@ def encode(vae: AutoencoderKL, pixels: torch.Tensor, seed: int | None = 0, sampl
     return (z - shift) * scale
 
 
-@torch.no_grad()
-def decode(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
-    """scaled latents → pixels [B,3,H,W] in [-1,1] (float32, on the VAE's device)."""
-    dev = next(vae.parameters()).device
+def to_raw(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents → the VAE's raw latents (what ComfyUI keeps in a LATENT), float32."""
     scale, shift = _scale_shift(vae)
-    z = latents.to(dev, torch.float32) / scale + shift
-    return vae.decode(z.to(vae.dtype)).sample.float().clamp(-1, 1)
+    return latents.float() / scale + shift
+
+
+def from_raw(vae: AutoencoderKL, raw: torch.Tensor) -> torch.Tensor:
+    scale, shift = _scale_shift(vae)
+    return (raw.float() - shift) * scale
+
+
+@torch.no_grad()
+def decode_raw(vae: AutoencoderKL, raw: torch.Tensor) -> torch.Tensor:
+    """raw latents → pixels [B,3,H,W] in [-1,1] (float32, on the VAE's device)."""
+    dev = next(vae.parameters()).device
+    return vae.decode(raw.to(dev, torch.float32).to(vae.dtype)).sample.float().clamp(-1, 1)
+
+
+def decode(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
+    """scaled latents → pixels [B,3,H,W] in [-1,1]."""
+    return decode_raw(vae, to_raw(vae, latents))

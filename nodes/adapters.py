@@ -174,37 +174,31 @@ def pick(t: torch.Tensor, i: int) -> torch.Tensor:
 
 
 # ---- latents --------------------------------------------------------------------------------------------
-def vae_scale_shift(pipe) -> tuple[float, float]:
-    cfg = pipe.vae.config
-    return float(cfg.scaling_factor), float(getattr(cfg, "shift_factor", None) or 0.0)
-
-
 def to_comfy_latent(pipe, scaled: torch.Tensor) -> torch.Tensor:
     """Our scaled latents → ComfyUI LATENT samples: raw (unscaled) VAE latents, like ComfyUI's VAE Encode."""
-    scale, shift = vae_scale_shift(pipe)
-    return (scaled.float() / scale + shift).cpu()
+    from ditfuse_core import vae
+
+    return vae.to_raw(pipe.vae, scaled).cpu()
 
 
 def from_comfy_latent(pipe, raw: torch.Tensor) -> torch.Tensor:
-    scale, shift = vae_scale_shift(pipe)
-    return (raw.float() - shift) * scale
+    from ditfuse_core import vae
+
+    return vae.from_raw(pipe.vae, raw)
 
 
-@torch.no_grad()
 def decode_raw(pipe, raw: torch.Tensor) -> torch.Tensor:
-    """Raw VAE latents → pixels [B,3,H,W] in [-1,1]; the same computation as ditfuse_core.vae.decode after its
-    un-scaling, so a chain (sampler → LATENT → decode) gives bit-identical images to the one-node path."""
-    vae = pipe.vae
-    dev = next(vae.parameters()).device
-    return vae.decode(raw.to(dev, torch.float32).to(vae.dtype)).sample.float().clamp(-1, 1)
+    """Raw VAE latents → pixels [B,3,H,W] in [-1,1], the core's own decode after its un-scaling, so the chain
+    (sampler → LATENT → decode) gives bit-identical images to the one-node path."""
+    from ditfuse_core import vae
+
+    return vae.decode_raw(pipe.vae, raw)
 
 
 def encode_seed(seed: int, k: int) -> int:
     """The seed the core uses to sample image k's VAE posterior for item seed."""
-    try:
-        from ditfuse_core.pipeline import encode_seed as f  # public name, if the core exposes one
-    except ImportError:
-        from ditfuse_core.pipeline import _encode_seed as f
+    from ditfuse_core.pipeline import encode_seed as f
+
     return f(seed, k)
 
 
@@ -235,16 +229,9 @@ def build_conditioning(pipe, prompt: str, images: list[torch.Tensor], max_side: 
 
 def sample_conditioning(pipe, cond: Conditioning, seed: int, steps: int, cfg: float, img_cfg: float,
                         latent_size: tuple[int, int] | None = None, progress=None) -> torch.Tensor:
-    """Scaled latents [B,C,h,w] for every item of a Conditioning (item i uses seed + i)."""
-    out = []
-    n = len(cond)
-    for i in range(n):
-        lats = [pipe.encode(p, seed=encode_seed(seed + i, k)) for k, p in enumerate(cond.pixels[i])]
-        c = pipe.condition(cond.prompt, lats)
-        cb = None if progress is None else (lambda s, t, i=i: progress(i * t + s, n * t))
-        out.append(pipe.sample(c, seed=seed + i, steps=steps, cfg=cfg, img_cfg=img_cfg,
-                               latent_size=latent_size, progress=cb).float().cpu())
-    return torch.cat(out)
+    """Scaled latents [B,C,h,w] for every item of a Conditioning (item i uses seed + i), on the CPU."""
+    return pipe.sample_prepared(cond.prompt, cond.pixels, seed=seed, steps=steps, cfg=cfg, img_cfg=img_cfg,
+                                latent_size=latent_size, progress=progress).float().cpu()
 
 
 def restore_images(pixels: torch.Tensor, sizes: list[tuple[int, int]] | None) -> torch.Tensor:
