@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import baselines
+from .contact_sheet import contact_sheet
 from .metrics import METRICS, compute_metrics, resolve
 from .metrics.report import format_value
 
@@ -127,7 +128,8 @@ def run(args) -> dict:
     means = mean_table(rows, methods, names)
     table = markdown_table(means, methods, names, title=f"{task} — {Path(args.pairs).name}, {len(pairs)} pairs")
     (out / "table.md").write_text(table + "\n")
-    contact_sheet(thumbs, ["image 1", "image 2"] + methods).save(out / "contact_sheet.png")
+    sheet_rows = [(name[:10], [Image.fromarray(x) for x in ims]) for name, ims in thumbs]
+    contact_sheet(sheet_rows, ["image 1", "image 2"] + methods, cell=128).save(out / "contact_sheet.png")
     (out / "bars").mkdir(exist_ok=True)
     for n in names:
         bar_chart(n, [means[m][n] for m in methods], methods).save(out / "bars" / f"{n}.png")
@@ -160,32 +162,6 @@ def markdown_table(means, methods, names, title: str = "") -> str:
         cells = [f"**{format_value(means[m][n])}**" if best[n] == m else format_value(means[m][n]) for n in names]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _thumb(x: np.ndarray, h: int) -> Image.Image:
-    im = Image.fromarray(x).convert("RGB")
-    return im.resize((max(1, round(im.width * h / im.height)), h), Image.BILINEAR)
-
-
-def contact_sheet(thumbs, labels, h: int = 128, pad: int = 4) -> Image.Image:
-    """Rows = pairs, columns = image 1, image 2, then each method's output."""
-    rows = [[_thumb(x, h) for x in imgs] for _, imgs in thumbs]
-    colw = [max(r[c].width for r in rows) for c in range(len(labels))]
-    namew, headh = 110, 20
-    sheet = Image.new("RGB", (namew + sum(colw) + pad * len(colw), headh + len(rows) * (h + pad)), "white")
-    d = ImageDraw.Draw(sheet)
-    x = namew
-    for c, lab in enumerate(labels):
-        d.text((x + 2, 4), lab, fill="black")
-        x += colw[c] + pad
-    for r, ((name, _), ims) in enumerate(zip(thumbs, rows)):
-        y = headh + r * (h + pad)
-        d.text((4, y + h // 2 - 6), name[:16], fill="black")
-        x = namew
-        for c, im in enumerate(ims):
-            sheet.paste(im, (x, y))
-            x += colw[c] + pad
-    return sheet
 
 
 def bar_chart(name: str, values, methods, w: int = 640, h: int = 360) -> Image.Image:

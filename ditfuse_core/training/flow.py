@@ -180,8 +180,6 @@ class BatchStream(torch.utils.data.IterableDataset):
         self.cfg, self.start, self.rank, self.world = cfg, start, rank, world
 
     def __iter__(self):
-        from .. import m3
-
         wi = torch.utils.data.get_worker_info()
         wid, nw = (wi.id, wi.num_workers) if wi else (0, 1)
         cfg = self.cfg
