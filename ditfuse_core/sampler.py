@@ -60,8 +60,8 @@ def sample(model, conditions: list[Condition], noise: torch.Tensor, steps: int, 
     """Integrate from noise [B,C,h,w] (fp32, any device) to latents. One Condition per sample."""
     if len(conditions) != noise.shape[0]:
         raise ValueError(f"{len(conditions)} conditions for {noise.shape[0]} noise samples")
-    weights = branch_weights(cfg, img_cfg)
-    names = list(weights) or ["cond"]
+    weights = branch_weights(cfg, img_cfg)  # never empty: the weights sum to 1
+    names = list(weights)
     device = model.embed_tokens.weight.device
     x = noise.to(device, torch.float32)
     n_tok = (x.shape[-2] // model.config.patch_size) * (x.shape[-1] // model.config.patch_size)
@@ -87,7 +87,7 @@ def sample(model, conditions: list[Condition], noise: torch.Tensor, steps: int, 
             vel[g] = out.float()
         v = torch.zeros_like(x)
         for r, (i, name) in enumerate(rows):
-            v[i] += weights.get(name, 1.0) * vel[r]
+            v[i] += weights[name] * vel[r]
         x = x + (grid[s + 1] - grid[s]).item() * v
         if progress is not None:
             progress(s + 1, steps)
