@@ -29,6 +29,8 @@ class DiTFusePipeline:
         self.vae_factor = vae_mod.downsample_factor(vae)
         # One token per (vae factor × patch) pixels square: 16 for OmniGen (8 × 2).
         self.token_pixels = self.vae_factor * transformer.config.patch_size
+        # the position table covers pos_embed_max_size tokens per side: larger requests are clamped to it
+        self.largest_side = int(transformer.config.pos_embed_max_size) * self.token_pixels
 
     # ---- loading -------------------------------------------------------------------------------------
     @classmethod
@@ -68,7 +70,7 @@ class DiTFusePipeline:
     def preprocess(self, images, max_side: int | None = None):
         """Images → (list of [1,3,h,w] in [-1,1], list of original (W,H))."""
         pils = imgs.to_pil_list(images)
-        side = int(max_side or self.defaults["max_side"])
+        side = min(int(max_side or self.defaults["max_side"]), self.largest_side)
         return [imgs.prepare(p, side, self.token_pixels) for p in pils], [p.size for p in pils]
 
     def encode(self, pixels: torch.Tensor, seed: int | None = 0, sample: bool = True) -> torch.Tensor:

@@ -73,6 +73,9 @@ def main(argv=None):
                          "(strength; see recipes.align_attention_init)")
     ap.add_argument("--quiet-init", action="store_true",
                     help="with --align-init: shared patch projection and zero-initialised residual branches")
+    ap.add_argument("--average-init", action="store_true",
+                    help="start from the constructed 'average the inputs' weights (training/average_init.py): "
+                         "hidden 320, embeddings, layer 0 and read-out frozen, later layers trained")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--intermediate", type=int, default=768)
@@ -128,8 +131,14 @@ def main(argv=None):
     f = 2 ** (len(vae.config.block_out_channels) - 1)
 
     # ---- 2. transformer ------------------------------------------------------------------------------
-    init = recipes.tiny_transformer_config(latent_channels=vae.config.latent_channels, vae_factor=f,
-                                           hidden=a.hidden, layers=a.layers, intermediate=a.intermediate)
+    if a.average_init:
+        from ditfuse_core.training import average_init
+
+        init = average_init.config(latent_channels=vae.config.latent_channels, patch_size=16 // f,
+                                   layers=a.layers, intermediate=a.intermediate)
+    else:
+        init = recipes.tiny_transformer_config(latent_channels=vae.config.latent_channels, vae_factor=f,
+                                               hidden=a.hidden, layers=a.layers, intermediate=a.intermediate)
     sizes = [int(s) for s in a.sizes.split(",")] if a.sizes else kind["sizes"]
     mix = json.loads(a.mix) if a.mix else recipes.TINY_MIX
     size_probs = ([float(x) for x in a.size_probs.split(",")] if a.size_probs
@@ -140,7 +149,8 @@ def main(argv=None):
                       max_steps=a.dit_steps, minutes=a.dit_minutes,
                       ema=kind["ema"] if a.ema is None else a.ema, cond_dropout=0.1, seed=a.seed, workers=a.workers, device=device,
                       save_every=500 if device.startswith("cuda") else 200, log_every=20 if device.startswith("cuda") else 5,
-                      resume="latest" if a.resume else None)
+                      resume="latest" if a.resume else None,
+                      freeze=list(average_init.FROZEN) if a.average_init else [])
     print(f"== transformer: {a.dit_minutes} min, batch {cfg.batch}, sizes {sizes}", flush=True)
     from ditfuse_core.tokenizer import load_tokenizer
     from ditfuse_core.transformer import DiTFuseTransformer
@@ -154,6 +164,9 @@ def main(argv=None):
         model.load_state_dict(base.state_dict(), strict=True)
         print(f"initialised the transformer from {src}", flush=True)
         del base
+    elif a.average_init:
+        average_init.init_average(model, seed=a.seed)
+        print("constructed 'average the inputs' initialisation; frozen: " + ", ".join(average_init.FROZEN), flush=True)
     elif a.align_init:
         recipes.align_attention_init(model, a.align_init, quiet=a.quiet_init)
         print(f"spatial-alignment attention prior, strength {a.align_init}", flush=True)

@@ -90,6 +90,14 @@ def test_output_has_image_1_original_size(pipe):
     assert t.shape == (1, 389, 517, 3) and torch.isfinite(t).all()
 
 
+def test_max_side_is_clamped_to_the_position_table(pipe):
+    """A request above pos_embed_max_size tokens per side is processed at the largest supported side
+    (instead of diffusers' "Height cannot be greater than pos_embed_max_size" error)."""
+    assert pipe.largest_side == pipe.transformer.config.pos_embed_max_size * pipe.token_pixels
+    (pix,), _ = pipe.preprocess([_img(pipe.largest_side + 300, 80, 7)], max_side=4096)
+    assert max(pix.shape[-2:]) == pipe.largest_side
+
+
 def test_batches_broadcast_and_every_item_is_processed(pipe):
     a = torch.rand(3, 48, 64, 3)
     b = torch.rand(1, 48, 64, 3)

@@ -141,6 +141,7 @@ class TrainConfig:
     lora_rank: int = 8
     lora_alpha: float = 8.0
     lora_targets: list = field(default_factory=lambda: list(LORA_TARGETS))
+    freeze: list = field(default_factory=list)  # full training: parameter-name prefixes kept fixed
     data: str | None = None         # shared/data or a pack folder
     mix: dict | None = None
     sizes: list = field(default_factory=lambda: [256])  # square crop sizes, one per batch (random)
@@ -266,6 +267,9 @@ class FlowTrainer:
                 p_.requires_grad_("lora_" in n_)
         else:
             self.transformer.requires_grad_(True)
+            for n_, p_ in self.transformer.named_parameters():
+                if any(n_.startswith(f) for f in cfg.freeze):
+                    p_.requires_grad_(False)
         if cfg.lora and mp == "bf16":
             # frozen base in bf16 (a 3.8 B base then takes 7.6 GB), adapter weights in fp32
             self.transformer.to(self.device, torch.bfloat16)

@@ -1,0 +1,231 @@
+"""A constructed starting point for the bundled model: weights that make the OmniGen architecture compute
+"fuse = average of the input latents" exactly, so training only has to learn how to do better than that.
+
+Why: trained from random weights, a small model on a CPU budget never discovered that each output token
+should read the input tokens at its own grid position (it produced blocky colour patches). Here the
+correspondence, the copy and the flow's 1/(1−t) are built in; the layers after the first start as identities
+(DiT-style zero residual branches) and are what training shapes.
+
+Residual-stream layout (hidden 320, 5 heads of 64):
+  S      0..256    content: the patch vector z (16 ch × 4 × 4 = 256) through an orthonormal map E ⟂ 1
+  CODE   257..280  2-D position code (sin/cos, 6 frequencies per axis), added by the pos_embed buffer
+  MIRROR 281..304  −CODE, so every token's aux dims sum to zero (the final LayerNorm subtracts the mean)
+  markers          input image ±M_IN, output image ±M_OUT, time token ±M_T (each as a ± pair)
+  T      311, 312  ±A0·(1 − t), copied from the time token into every output token
+Layer 0: heads 0–3 take each output token to the input tokens at its grid position (position code in rotary
+pairs that do not rotate, plus an input-marker bonus), average them and subtract the average from the
+token's own content, leaving E(x_t − c); head 4 brings ±A0(1 − t). The final LayerNorm then divides by
+σ ∝ (1 − t)·sqrt(|x0 − c|² + 2A0²), and proj_out = −σ-scale·Eᵀ gives v = (c − x_t)/(1 − t): the
+straight flow to c = the latent average, which Euler reaches at t = 1 for any step count.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+HIDDEN, HEAD_DIM = 320, 64
+NOPE_PAIRS = range(19, 32)          # rotary pairs with an "infinite" factor: they do not rotate
+FREQS = [math.pi / 2 ** (k + 1) for k in range(6)]  # periods 4 … 128 tokens: unique within 64 × 64
+S = list(range(0, 257))
+CODE = list(range(257, 281))
+MIRROR = list(range(281, 305))
+M_IN, M_OUT, M_T, T_DIM = (305, 306), (307, 308), (309, 310), (311, 312)
+FREE = list(range(313, 320))
+# magnitudes. Input tokens carry a huge marker: every input token then has the same RMS whatever its content,
+# so both images get equal attention weight, and their own queries are weak (they barely attend to themselves,
+# which would erase their content). Output tokens' marker is RATIO× smaller, so an output query's position
+# logits against other output tokens are RATIO× those against input tokens: the input bonus B_INPUT outweighs
+# that. Layer 0's MLP shrinks both markers to MARK_AFTER for the later layers.
+MARK_IN, RATIO, MARK_AFTER, A0, MARK_T = 10000.0, 20.0, 30.0, 50.0, 5000.0
+G_ALIGN, B_TIME = 10.0, 30.0  # logit per matching (axis, frequency); bonus for the time token in head 4
+B_INPUT = 12 * G_ALIGN * (RATIO - 1) + 12 * G_ALIGN  # beats an output token's match with itself by 12·G
+# the construction itself stays fixed in training (Adam's steps would soon undo its exact cancellations)
+FROZEN = ("patch_embedding.", "time_token.", "layers.0.", "norm.", "proj_out.")
+R2_NOMINAL = 256.0 + 150.0  # E|x0 − c|² per token (unit-variance noise, averaged latents)
+
+
+def config(latent_channels: int = 16, patch_size: int = 4, layers: int = 6, intermediate: int = 1024,
+           pos_embed_max_size: int = 64) -> dict:
+    """OmniGen architecture at hidden 320; rotary pairs NOPE_PAIRS are position-free (factor 1e9)."""
+    assert latent_channels * patch_size ** 2 == 256, "the layout holds a 256-dim patch vector"
+    factors = [1e9 if i in NOPE_PAIRS else 1.0 for i in range(HEAD_DIM // 2)]
+    return dict(in_channels=latent_channels, patch_size=patch_size, hidden_size=HIDDEN, rms_norm_eps=1e-5,
+                num_attention_heads=HIDDEN // HEAD_DIM, num_key_value_heads=HIDDEN // HEAD_DIM,
+                intermediate_size=intermediate, num_layers=layers, pad_token_id=32000, vocab_size=32064,
+                max_position_embeddings=131072, original_max_position_embeddings=4096, rope_base=10000,
+                rope_scaling={"short_factor": factors, "long_factor": factors},
+                pos_embed_max_size=pos_embed_max_size)
+
+
+def _content_basis(seed: int = 0) -> torch.Tensor:
+    """E [320, 256]: orthonormal columns on the S dims, orthogonal to the all-ones vector."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(len(S), 256, generator=g, dtype=torch.float64)
+    ones = torch.ones(len(S), 1, dtype=torch.float64) / math.sqrt(len(S))
+    a = a - ones @ (ones.T @ a)
+    q, _ = torch.linalg.qr(a)
+    e = torch.zeros(HIDDEN, 256, dtype=torch.float64)
+    e[S] = q
+    return e
+
+
+def _position_code(grid: int) -> torch.Tensor:
+    """[grid², 24]: per axis and frequency (sin, cos) of the row / column index."""
+    idx = torch.arange(grid * grid, dtype=torch.float64)
+    rows, cols = idx // grid, idx % grid
+    feats = []
+    for p in (rows, cols):
+        for w in FREQS:
+            feats += [torch.sin(w * p), torch.cos(w * p)]
+    return torch.stack(feats, dim=1)
+
+
+def _rms(*sq_norms: float) -> float:
+    return math.sqrt(sum(sq_norms) / HIDDEN)
+
+
+def _nope_slots() -> list[int]:
+    half = HEAD_DIM // 2
+    return [i for i in NOPE_PAIRS] + [i + half for i in NOPE_PAIRS]
+
+
+def _mscale(model) -> float:
+    r = model.rope
+    s = r.max_position_embeddings / r.original_max_position_embeddings
+    return 1.0 if s <= 1 else math.sqrt(1 + math.log(s) / math.log(r.original_max_position_embeddings))
+
+
+def _align_head(attn, head: int, rms_q: float, rms_k: float, gain: float, bonus: float, mscale: float,
+                q_mark: int, k_mark: int, q_mark_val: float, k_mark_val: float, clear: bool = True):
+    """q/k of one head: position code in the non-rotating slots (logit gain·Σcos per matching pair) and a
+    marker pair (logit +bonus when the query carries q_mark and the key k_mark)."""
+    slots = _nope_slots()
+    rows = slice(head * HEAD_DIM, (head + 1) * HEAD_DIM)
+    wq, wk = attn.to_q.weight, attn.to_k.weight
+    if clear:
+        wq[rows] = 0
+        wk[rows] = 0
+    else:
+        for s in slots:
+            wq[head * HEAD_DIM + s] = 0
+            wk[head * HEAD_DIM + s] = 0
+    # logit = (q·k)·mscale²/8 with q = α·code/rms_q, k = α·code/rms_k
+    alpha = math.sqrt(gain * math.sqrt(HEAD_DIM) * rms_q * rms_k) / mscale
+    for i, d in enumerate(CODE):
+        wq[head * HEAD_DIM + slots[i], d] = alpha
+        wk[head * HEAD_DIM + slots[i], d] = alpha
+    beta = math.sqrt(bonus * math.sqrt(HEAD_DIM) / (q_mark_val * k_mark_val)) / mscale  # values already normalised
+    wq[head * HEAD_DIM + slots[len(CODE)], q_mark] = beta
+    wk[head * HEAD_DIM + slots[len(CODE)], k_mark] = beta
+
+
+@torch.no_grad()
+def init_average(model, seed: int = 0) -> dict:
+    """Overwrite ``model`` (built from :func:`config`, default random init) with the averaging construction.
+    Layers ≥ 1 keep their random q/k/v and MLP input weights, get the alignment prior on head 0, and start
+    with zero output projections."""
+    cfg = model.config
+    assert cfg.hidden_size == HIDDEN and cfg.num_attention_heads == HIDDEN // HEAD_DIM
+    p, ch = cfg.patch_size, cfg.in_channels
+    E = _content_basis(seed)
+    ms = _mscale(model)
+    f32 = lambda x: x.to(torch.float32)  # noqa: E731
+
+    # ---- embeddings -----------------------------------------------------------------------------
+    pe = model.patch_embedding
+    grid = cfg.pos_embed_max_size
+    code = _position_code(grid)
+    pos = torch.zeros(1, grid * grid, HIDDEN, dtype=torch.float64)
+    pos[0][:, CODE] = code
+    pos[0][:, MIRROR] = -code
+    pe.pos_embed.copy_(f32(pos))
+    rms_in = _rms(256, 24, 2 * MARK_IN ** 2)
+    mark_out = math.sqrt((HIDDEN * (rms_in / RATIO) ** 2 - 256 - 24) / 2)
+    for proj, (mark, val) in ((pe.input_image_proj, (M_IN, MARK_IN)), (pe.output_image_proj, (M_OUT, mark_out))):
+        proj.weight.copy_(f32(E).reshape(HIDDEN, ch, p, p))
+        proj.bias.zero_()
+        proj.bias[mark[0]], proj.bias[mark[1]] = val, -val
+    aux = CODE + MIRROR + list(M_IN + M_OUT + M_T + T_DIM)
+    model.embed_tokens.weight[:, aux] = 0
+
+    # time token: unit 0 = 20 + 10 t (SiLU ≈ identity there), unit 1 = 20 → rows T = ±A0(1 − t), M_T marker
+    t = torch.tensor([0.0, 1.0])
+    feats = model.time_proj(t)
+    k = int(torch.argmin((feats[1] - feats[0] - 0.01).abs() + (feats[0] != 0) * 1e3))  # sin(0.01 t)
+    slope = float(feats[1, k] - feats[0, k])
+    tt = model.time_token
+    tt.linear_1.weight.zero_()
+    tt.linear_1.bias.zero_()
+    tt.linear_1.weight[0, k] = 10.0 / slope
+    tt.linear_1.bias[0] = 20.0
+    tt.linear_1.bias[1] = 20.0
+    tt.linear_2.weight.zero_()
+    tt.linear_2.bias.zero_()
+    for sign, d in ((1, T_DIM[0]), (-1, T_DIM[1])):
+        tt.linear_2.weight[d, 0] = -sign * A0 / 10
+        tt.linear_2.bias[d] = sign * 3 * A0
+    for sign, d in ((1, M_T[0]), (-1, M_T[1])):
+        tt.linear_2.weight[d, 1] = sign * MARK_T / 20
+
+    # ---- layer 0: align, average, subtract; time copy; shrink the input marker ---------------------
+    rms_in = _rms(256, 24, 2 * MARK_IN ** 2)
+    rms_out = rms_in / RATIO
+    mark_out = math.sqrt((HIDDEN * rms_out ** 2 - 256 - 24) / 2)
+    rms_t = _rms(2 * MARK_T ** 2, A0 ** 2)
+    blk = model.layers[0]
+    attn = blk.self_attn
+    for h in range(4):
+        _align_head(attn, h, rms_out, rms_in, G_ALIGN, B_INPUT, ms, M_OUT[0], M_IN[0],
+                    mark_out / rms_out, MARK_IN / rms_in)
+    # head 4: output tokens → the time token (no position code: clear and set the marker only)
+    rows = slice(4 * HEAD_DIM, 5 * HEAD_DIM)
+    attn.to_q.weight[rows] = 0
+    attn.to_k.weight[rows] = 0
+    s0 = _nope_slots()[0]
+    beta = math.sqrt(B_TIME * math.sqrt(HEAD_DIM) * rms_out * rms_t / (mark_out * MARK_T)) / ms
+    attn.to_q.weight[4 * HEAD_DIM + s0, M_OUT[0]] = beta
+    attn.to_k.weight[4 * HEAD_DIM + s0, M_T[0]] = beta
+    attn.to_v.weight.zero_()
+    attn.to_v.weight[:256] = f32(E.T)
+    attn.to_v.weight[256, T_DIM[0]] = 1.0
+    attn.to_out[0].weight.zero_()
+    attn.to_out[0].weight[:, :256] = f32(-rms_in * E)
+    attn.to_out[0].weight[T_DIM[0], 256] = rms_t
+    attn.to_out[0].weight[T_DIM[1], 256] = -rms_t
+    mlp = blk.mlp
+    n_int = mlp.down_proj.weight.shape[1]
+    mlp.gate_up_proj.weight.zero_()
+    mlp.down_proj.weight.zero_()
+    for unit, (mark, val, rms) in enumerate(((M_IN, MARK_IN, rms_in), (M_OUT, mark_out, rms_out))):
+        n_mark = val / rms                                       # ≈ 12.6 on the tokens that carry it
+        mlp.gate_up_proj.weight[unit, mark[0]] = 2.0             # gate ≈ 25: SiLU ≈ identity; 0 elsewhere
+        mlp.gate_up_proj.weight[n_int + unit, mark[0]] = 1.0     # up = n_mark
+        amount = (val - MARK_AFTER) / (2.0 * n_mark * n_mark)
+        mlp.down_proj.weight[mark[0], unit] = -amount
+        mlp.down_proj.weight[mark[1], unit] = amount
+
+    # ---- layers ≥ 1: identity at start, head 0 aligned, content emphasised in the norms ---------------
+    rms_in1 = _rms(100, 24, 2 * MARK_AFTER ** 2)
+    rms_out1 = _rms(100, 24, 2 * MARK_AFTER ** 2, 2 * (A0 / 2) ** 2)
+    for blk in model.layers[1:]:
+        _align_head(blk.self_attn, 0, rms_out1, rms_in1, 4.0, 10.0, ms, M_OUT[0], M_IN[0],
+                    MARK_AFTER / rms_out1, MARK_AFTER / rms_in1, clear=False)
+        blk.self_attn.to_out[0].weight.zero_()
+        blk.mlp.down_proj.weight.zero_()
+        for norm in (blk.input_layernorm, blk.post_attention_layernorm):
+            norm.weight.fill_(1.0)
+            norm.weight[S] = 3.0
+
+    # ---- read-out: LayerNorm over content and T only, v = −(scale)·Eᵀ ---------------------------------
+    model.norm.weight.zero_()
+    model.norm.weight[S] = 1.0
+    model.norm.weight[list(T_DIM)] = 1.0
+    model.norm_out.linear.weight.zero_()
+    model.norm_out.linear.bias.zero_()
+    kappa = -math.sqrt(R2_NOMINAL + 2 * A0 ** 2) / math.sqrt(HIDDEN)
+    # proj_out rows are ordered (row, col, channel) in the patch; E's columns (channel, row, col)
+    w = (kappa * E.T).reshape(ch, p, p, HIDDEN).permute(1, 2, 0, 3).reshape(p * p * ch, HIDDEN)
+    model.proj_out.weight.copy_(f32(w))
+    model.proj_out.bias.zero_()
+    return {"rms_in": rms_in, "rms_out": rms_out, "rms_t": rms_t, "kappa": kappa, "time_feature": k}

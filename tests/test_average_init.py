@@ -1,0 +1,59 @@
+"""The constructed starting point of the bundled model computes the straight flow to the input average."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+from ditfuse_core import prompts
+from ditfuse_core.sequence import build_branch
+from ditfuse_core.tokenizer import load_tokenizer
+from ditfuse_core.training import average_init
+from ditfuse_core.transformer import DiTFuseTransformer
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    model = DiTFuseTransformer(**average_init.config(layers=2, intermediate=64)).eval()
+    average_init.init_average(model)
+    g = torch.Generator().manual_seed(1)
+    # different energies: equal attention weights must not depend on the content
+    c1 = torch.randn(1, 16, 24, 32, generator=g) * 0.7
+    c2 = torch.randn(1, 16, 24, 32, generator=g) * 1.3 + 0.2
+    n = (24 // 4) * (32 // 4)
+    branch = build_branch(load_tokenizer(), prompts.wrap(prompts.fusion_prompt("ivif")), [n, n])
+    return model, c1, c2, branch, g
+
+
+@pytest.mark.parametrize("t", [0.0, 0.4, 0.9])
+def test_velocity_points_at_the_average(setup, t):
+    model, c1, c2, branch, g = setup
+    c = (c1 + c2) / 2
+    xt = t * c + (1 - t) * torch.randn(c.shape, generator=g)
+    with torch.no_grad():
+        v = model.forward_branch(xt, torch.tensor([t]), branch, [c1, c2])
+    want = (c - xt) / (1 - t)
+    assert float((v - want).norm() / want.norm()) < 0.01
+
+
+def test_both_images_weigh_the_same_and_euler_lands_on_the_average(setup):
+    model, c1, c2, branch, g = setup
+    c = (c1 + c2) / 2
+    x = torch.randn(c.shape, generator=g)
+    steps = 6
+    with torch.no_grad():
+        for i in range(steps):
+            x = x + model.forward_branch(x, torch.tensor([i / steps]), branch, [c1, c2]) / steps
+    sol = torch.linalg.lstsq(torch.stack([c1.flatten(), c2.flatten()], 1), x.flatten()[:, None]).solution.flatten()
+    assert abs(float(sol[0]) - 0.5) < 0.005 and abs(float(sol[1]) - 0.5) < 0.005
+    assert float((x - c).norm() / c.norm()) < 0.01
+
+
+def test_frozen_names_exist(setup):
+    model = setup[0]
+    names = [n for n, _ in model.named_parameters()]
+    for prefix in average_init.FROZEN:
+        assert any(n.startswith(prefix) for n in names), prefix
+    assert not any(n.startswith("norm.") for n in names if n.startswith("norm_out"))
