@@ -76,6 +76,11 @@ def main(argv=None):
     ap.add_argument("--average-init", action="store_true",
                     help="start from the constructed 'average the inputs' weights (training/average_init.py): "
                          "hidden 320, embeddings, layer 0 and read-out frozen, later layers trained")
+    ap.add_argument("--cond-dropout", type=float, default=0.1,
+                    help="fraction of rows trained without instruction and images (for guidance); 0 when the model "
+                         "is only ever sampled with cfg = img_cfg = 1")
+    ap.add_argument("--loss-weight", default="velocity", choices=["velocity", "x1"],
+                    help="x1: weight each row by (1 − t)² (the implied x1 error)")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--intermediate", type=int, default=768)
@@ -147,7 +152,7 @@ def main(argv=None):
                       size_probs=size_probs, batch=a.batch or kind["batch"],
                       lr=a.lr or kind["lr"], warmup=a.warmup if a.warmup < 1 else int(a.warmup),
                       max_steps=a.dit_steps, minutes=a.dit_minutes,
-                      ema=kind["ema"] if a.ema is None else a.ema, cond_dropout=0.1, seed=a.seed, workers=a.workers, device=device,
+                      ema=kind["ema"] if a.ema is None else a.ema, cond_dropout=a.cond_dropout, loss_weight=a.loss_weight, seed=a.seed, workers=a.workers, device=device,
                       save_every=500 if device.startswith("cuda") else 200, log_every=20 if device.startswith("cuda") else 5,
                       resume="latest" if a.resume else None,
                       freeze=list(average_init.FROZEN) if a.average_init else [])

@@ -33,9 +33,9 @@ def make_trainer(tmp_path, sources, monkeypatch, **kw):
 
     torch.manual_seed(0)
     monkeypatch.setattr(m3, "scan_sources", lambda root=None: sources)
+    kw = {"cond_dropout": 0.3, **kw}
     cfg = flow.TrainConfig(out=str(tmp_path / "run"), sizes=[64], batch=3, lr=1e-3, warmup=0, max_steps=100,
-                           cond_dropout=0.3, mixed_precision="no", device="cpu", workers=0, progress=False,
-                           save_every=0, seed=1, **kw)
+                           mixed_precision="no", device="cpu", workers=0, progress=False, save_every=0, seed=1, **kw)
     tr = flow.FlowTrainer(cfg, transformer=tiny_transformer(seed=0).train(), vae=tiny_vae(seed=0))
     return tr
 
@@ -75,6 +75,25 @@ def test_one_step_lowers_loss_on_fixed_batch(tmp_path, sources, monkeypatch):
     for _ in range(5):
         tr.train_step(b)
     assert tr.eval_loss(b) < after
+
+
+def test_x1_loss_weight_and_frozen_prefixes(tmp_path, sources, monkeypatch):
+    """loss_weight="x1" is the velocity MSE weighted per row by (1 − t)² (same noise, same t); frozen
+    prefixes keep their weights through a step."""
+    plain = make_trainer(tmp_path / "a", sources, monkeypatch, cond_dropout=0.0)
+    x1w = make_trainer(tmp_path / "b", sources, monkeypatch, cond_dropout=0.0, loss_weight="x1",
+                       freeze=["patch_embedding.", "layers.0."])
+    b = batch(plain, 0)
+    with torch.no_grad():
+        lp, lx = float(plain.loss_on(b)[0]), float(x1w.loss_on(b)[0])
+    assert 0 < lx < lp  # (1 − t)² < 1 for every row
+    frozen = {n: p.detach().clone() for n, p in x1w.transformer.named_parameters()
+              if n.startswith(("patch_embedding.", "layers.0."))}
+    assert frozen and not any(p.requires_grad for n, p in x1w.transformer.named_parameters() if n in frozen)
+    x1w.train_step(b)
+    named = dict(x1w.transformer.named_parameters())
+    assert all(torch.equal(named[n], v) for n, v in frozen.items())
+    assert not torch.equal(named["layers.1.mlp.down_proj.weight"], plain.transformer.layers[1].mlp.down_proj.weight)
 
 
 def test_save_resume_same_next_step_loss(tmp_path, sources, monkeypatch):

@@ -156,6 +156,8 @@ class TrainConfig:
     min_lr_frac: float = 0.1
     grad_clip: float = 1.0
     cond_dropout: float = 0.1
+    loss_weight: str = "velocity"   # velocity: plain MSE on x1 − x0; x1: each row weighted by (1 − t)², i.e. the
+                                    # error of the implied x1 estimate (high t no longer dominates)
     ema: float = 0.0                # EMA decay of the trainable weights (0 = off)
     mixed_precision: str = "auto"   # auto | no | bf16 | fp16
     grad_checkpointing: bool = False
@@ -361,7 +363,11 @@ class FlowTrainer:
         ut = x1 - x0
         with self.acc.autocast():
             pred = self.model(xt, t, branches, image_latents)
-        loss = F.mse_loss(pred.float(), ut.float())
+        if cfg.loss_weight == "x1":
+            per_row = (pred.float() - ut.float()).pow(2).flatten(1).mean(1)
+            loss = (per_row * (1 - t.to(per_row.device)) ** 2).mean()
+        else:
+            loss = F.mse_loss(pred.float(), ut.float())
         return loss, {"tasks": [it["task"] for it in items], "size": batch["size"]}
 
     # ---- schedule ----------------------------------------------------------------------------------
