@@ -527,6 +527,7 @@ def scan_sources(root: str | os.PathLike | None = None) -> list[Source]:
 # ----------------------------------------------------------------------------------------------------
 
 FUSION_TASKS = ("m3", "ivif", "mff", "mef")
+IVIF_GRAY = 0.35  # fraction of IVIF samples made from a gray scene
 DEFAULT_MIX = {"m3": 0.30, "ivif": 0.18, "mff": 0.16, "mef": 0.16, "control": 0.10, "seg": 0.10}
 
 
@@ -663,7 +664,12 @@ class M3Generator:
             if c_lab is not None:
                 hot = np.isin(c_lab, [4, 5, 6, 11, 12, 16, 20, 21, 22]).astype(np.float32)  # animals, people, cars
             real = c_ir if (c_ir is not None and rng.random() < 0.6) else None
+            gray_scene = rng.random() < IVIF_GRAY
+            if gray_scene:  # many IVIF benchmarks (TNO) have gray visible images: gray in, gray out
+                clean = np.repeat(_u8(clean.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None],
+                                  3, axis=2)
             a, b, target, more = ivif_pair(clean, rng, hot, real)
+            info["gray_visible"] = gray_scene
             info["real_ir"] = real is not None
             info.update(more)
             instr = fusion_instruction(task, pick_requirement(task, rng))

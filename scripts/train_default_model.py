@@ -53,7 +53,8 @@ def main(argv=None):
     ap.add_argument("--out", default=str(ROOT / "out" / "ditfuse-tiny"))
     ap.add_argument("--data", default=None, help="train pack (default .devdata/pack) or shared/data")
     ap.add_argument("--vae-minutes", type=float, default=3.0)
-    ap.add_argument("--dit-minutes", type=float, default=6.0)
+    ap.add_argument("--dit-minutes", type=float, default=6.0, help="0 (without --dit-steps): no training, export "
+                                                                   "the initialisation")
     ap.add_argument("--vae-steps", type=int, default=None, help="optional step cap for the VAE")
     ap.add_argument("--dit-steps", type=int, default=None, help="optional step cap for the transformer")
     ap.add_argument("--device", default=None, help="cuda | cpu (default: cuda if available)")
@@ -181,11 +182,16 @@ def main(argv=None):
     tr = FlowTrainer(cfg, transformer=model, vae=vae, tokenizer=tok)
     n_params = sum(p.numel() for p in tr.transformer.parameters())
     print(f"transformer params {n_params / 1e6:.2f} M", flush=True)
-    dit_summary = tr.fit()
+    construct_only = a.dit_minutes <= 0 and not a.dit_steps
+    if construct_only:  # --dit-minutes 0: export the initialisation itself (e.g. the constructed averaging model)
+        dit_summary = {"steps": 0, "wall_s": 0.0, "trainable_params": tr.n_trainable, "device": device,
+                       "note": "not trained: exported as initialised"}
+    else:
+        dit_summary = tr.fit()
     print(json.dumps(dit_summary), flush=True)
     # export the EMA weights unless the raw ones do better on held-out batches (short runs)
     use_ema = False
-    if tr.ema is not None:
+    if tr.ema is not None and not construct_only:
         raw, ema = tr.val_loss(use_ema=False), tr.val_loss(use_ema=True)
         use_ema = ema <= raw
         dit_summary.update(val_loss_raw=raw, val_loss_ema=ema, exported="ema" if use_ema else "raw")
@@ -205,6 +211,7 @@ def main(argv=None):
             "command": cmd, "device": dev_name, "wall_minutes": round(wall / 60, 1), "data": data,
             "vae": {k: v for k, v in vae_summary.items() if k != "log"},
             "transformer": {**dit_summary, "params": n_params, "batch": cfg.batch, "sizes": sizes,
+                            "init": "average" if a.average_init else ("align" if a.align_init else "random"),
                             "lr": cfg.lr, "ema": cfg.ema, "mix": cfg.mix, "config": init},
             "torch": torch.__version__,
         },
@@ -254,27 +261,41 @@ def _last_loss(path: Path):
 def write_card(out: Path, rec: dict) -> None:
     tr = rec["training"]
     v, d = tr["vae"], tr["transformer"]
+    constructed = d.get("init") == "average" and not d["steps"]
+    if constructed:
+        intro = ["A small DiTFuse model: the OmniGen architecture at a small size over a small KL VAE. The VAE is",
+                 "trained by this repository's own command on `shared/data/train`; the transformer is *constructed*,",
+                 "not trained (`ditfuse_core/training/average_init.py`): its weights compute the straight flow to the",
+                 "average of the two input images' latents, so a fusion is exactly the latent average, decoded.",
+                 "Training from this starting point is in the recipe (`--average-init` with `--dit-minutes N`); runs",
+                 "of up to an hour on this 2-core CPU did not improve on it (see ditfuse_core/training/README.md)."]
+    else:
+        intro = ["A small DiTFuse model (OmniGen architecture + a small KL VAE) trained from scratch by this repository's",
+                 "own commands on M3 data synthesised from `shared/data/train` (MSRC-v2, BSDS500, RoadScene)."]
+    vae_by = f" (trained by `{v['trained_by']}`)" if v.get("trained_by") else ""
+    tr_line = (f"* transformer: {d['params'] / 1e6:.2f} M params, hidden {d['config']['hidden_size']}, "
+               f"{d['config']['num_layers']} layers, patch {d['config']['patch_size']}; "
+               + ("constructed, 0 training steps" if constructed else
+                  f"{d['steps']} steps in {d['wall_s']} s, batch {d['batch']}, crop sizes {d['sizes']}, lr {d['lr']}, "
+                  f"EMA {d['ema']}, bf16: {d.get('mixed_precision')}"))
     lines = [
-        "# ditfuse-tiny", "",
-        "A small DiTFuse model (OmniGen architecture + a small KL VAE) trained from scratch by this repository's",
-        "own commands on M3 data synthesised from `shared/data/train` (MSRC-v2, BSDS500, RoadScene).", "",
-        "## Training", "",
+        "# ditfuse-tiny", "", *intro, "",
+        "## Making it", "",
         f"* command: `{tr['command']}` (after `python scripts/make_train_pack.py`)",
         f"* device: {tr['device']}; total wall time {tr['wall_minutes']} min; torch {tr['torch']}",
-        f"* data: `{tr['data']}`; task mix {d['mix']}",
+        f"* data: `{tr['data']}`" + ("" if constructed else f"; task mix {d['mix']}"),
         f"* VAE: f={v.get('f')}, {v.get('latent_channels')} latent channels, {v.get('params')} params, "
-        f"{v.get('steps')} steps in {v.get('wall_s')} s, batch {v.get('batch')} × {v.get('crop')} px crops, "
-        f"scaling_factor {v.get('scaling_factor')}",
-        f"* transformer: {d['params'] / 1e6:.2f} M params, hidden {d['config']['hidden_size']}, "
-        f"{d['config']['num_layers']} layers, patch {d['config']['patch_size']}; {d['steps']} steps in {d['wall_s']} s, "
-        f"batch {d['batch']}, crop sizes {d['sizes']}, lr {d['lr']}, EMA {d['ema']}, bf16: {d.get('mixed_precision')}",
+        f"{v.get('steps')} steps in {v.get('wall_s')} s on {v.get('device')}, batch {v.get('batch')} × {v.get('crop')} px "
+        f"crops, scaling_factor {v.get('scaling_factor')}{vae_by}",
+        tr_line,
         f"* sampling defaults (ditfuse.json): {rec['defaults']}", "",
         "## Evaluation", "",
     ]
     ev = v.get("eval_psnr")
     if ev:
         lines.append(f"VAE reconstruction PSNR on shared/data/eval (max side 512): {ev['mean']:.2f} dB "
-                     + ", ".join(f"{k} {x:.2f}" for k, x in ev["by_set"].items()))
+                     + ", ".join(f"{k} {x:.2f}" for k, x in ev["by_set"].items())
+                     + (f" (`{ev['how']}`)" if ev.get("how") else ""))
     else:
         lines.append("VAE reconstruction PSNR: see `benchmarks/` (computed where shared/data/eval exists).")
     lines += ["", "Fusion metrics: `ditfuse eval` (table in benchmarks/README.md).", ""]

@@ -23,7 +23,7 @@ def tiny_transformer_config(latent_channels: int = 16, vae_factor: int = 4, hidd
 
 # sampling defaults written to the model folder's ditfuse.json (cfg = img_cfg = 1: only the conditional
 # branch runs; the tiny model is trained for that)
-TINY_DEFAULTS = {"steps": 10, "cfg": 1.0, "img_cfg": 1.0, "max_side": 512}
+TINY_DEFAULTS = {"steps": 10, "cfg": 1.0, "img_cfg": 1.0, "max_side": 768}
 
 # VAE: f = 4, 16 latent channels (3× compression: room for the ≥ 30 dB PSNR target), channels (32, 64, 64),
 # one resnet per level, no mid attention
