@@ -61,3 +61,26 @@ def test_train_vae_runs_and_saves(pack, tmp_path):
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     z = encode(vae, x, seed=0)
     assert 0.2 < float(z.std()) < 5.0
+
+
+def test_decoder_only_finetune_keeps_the_latent_space(pack, tmp_path):
+    """--decoder-only: encoder weights and scaling_factor unchanged (a transformer trained on the latents
+    still fits), the decoder moves; the edge term runs."""
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    from diffusers import AutoencoderKL
+
+    from ditfuse_core.training.vae import build_vae, train_vae
+
+    vae = build_vae(4, 8, 8, 16)
+    vae.register_to_config(scaling_factor=0.77)
+    enc = {k: v.clone() for k, v in vae.encoder.state_dict().items()}
+    dec = {k: v.clone() for k, v in vae.decoder.state_dict().items()}
+    out = tmp_path / "ft"
+    s = train_vae(str(out), minutes=None, steps=4, batch=4, size=32, lr=2e-3, device="cpu", data_root=str(pack),
+                  workers=0, log_every=2, eval_stride=0, vae=vae, decoder_only=True, grad_weight=1.0)
+    assert s["scaling_factor"] == pytest.approx(0.77)
+    ft = AutoencoderKL.from_pretrained(str(out))
+    assert ft.config.scaling_factor == pytest.approx(0.77)
+    assert all(torch.equal(ft.encoder.state_dict()[k], v) for k, v in enc.items())
+    assert any(not torch.equal(ft.decoder.state_dict()[k], v) for k, v in dec.items())

@@ -123,9 +123,12 @@ def train_vae(out: str, minutes: float | None = 30.0, steps: int | None = None, 
               size: int = 128, lr: float = 1e-3, f: int = 4, latent: int = 8, base: int = 32, max_ch: int = 64,
               kl: float = 1e-6, device: str | None = None, seed: int = 0, data_root=None, workers=None,
               log_every: int = 50, vae=None, eval_root=None, eval_max_side: int = 512, eval_stride: int = 1,
-              p_degraded: float = 0.15) -> dict:
+              p_degraded: float = 0.15, decoder_only: bool = False, grad_weight: float = 0.0) -> dict:
     """Train until ``minutes`` of wall time or ``steps`` (whichever comes first); the lr schedule
-    (warm-up, cosine) follows the elapsed fraction of that budget. Returns a summary dict."""
+    (warm-up, cosine) follows the elapsed fraction of that budget. Returns a summary dict.
+    ``decoder_only`` (with ``vae``): fine-tune the decoder of a trained VAE; the encoder, its latent space
+    and ``scaling_factor`` stay as they are, so a transformer trained on them still fits. ``grad_weight``
+    adds an L1 loss on horizontal/vertical differences (edge fidelity, which fusion metrics weigh)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(seed)
     out = Path(out)
@@ -134,7 +137,12 @@ def train_vae(out: str, minutes: float | None = 30.0, steps: int | None = None, 
         vae = build_vae(f, latent, base, max_ch)
     vae.to(device).train()
     n_params = sum(p.numel() for p in vae.parameters())
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    if decoder_only:
+        for mod in (vae.encoder, vae.quant_conv):
+            if mod is not None:
+                mod.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.99),
+                            weight_decay=0.0)
     ds = ImageCrops(size=size, seed=seed, data_root=data_root, p_degraded=p_degraded)
     loader = make_loader(ds, batch, workers)
     use_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
@@ -158,7 +166,9 @@ def train_vae(out: str, minutes: float | None = 30.0, steps: int | None = None, 
             y = vae.decode(z).sample
         y = y.float()
         rec = F.l1_loss(y, x) + F.mse_loss(y, x)
-        loss = rec + kl * kl_loss(post)
+        if grad_weight:
+            rec = rec + grad_weight * (F.l1_loss(y.diff(dim=-1), x.diff(dim=-1)) + F.l1_loss(y.diff(dim=-2), x.diff(dim=-2)))
+        loss = rec if decoder_only else rec + kl * kl_loss(post)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -173,8 +183,11 @@ def train_vae(out: str, minutes: float | None = 30.0, steps: int | None = None, 
         if len(calib) < 8 and step % 7 == 0:
             calib.append(x[:8].detach().cpu())
     vae.eval()
-    scale = calibrate_scaling(vae, calib or [x.detach().cpu()], device)
-    vae.register_to_config(scaling_factor=scale)
+    if decoder_only:
+        scale = vae.config.scaling_factor
+    else:
+        scale = calibrate_scaling(vae, calib or [x.detach().cpu()], device)
+        vae.register_to_config(scaling_factor=scale)
     vae.to("cpu").float()
     vae.save_pretrained(str(out), safe_serialization=True)
     summary = {"steps": step, "wall_s": round(time.time() - t0, 1), "params": n_params, "device": device,
@@ -210,12 +223,22 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--eval-stride", type=int, default=1, help="evaluate every k-th eval image")
+    ap.add_argument("--init", default=None, help="start from this trained VAE folder")
+    ap.add_argument("--decoder-only", action="store_true", help="with --init: fine-tune only the decoder")
+    ap.add_argument("--grad-weight", type=float, default=0.0, help="weight of the L1 loss on image differences")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    init = None
+    if a.init:
+        from diffusers import AutoencoderKL
+
+        init = AutoencoderKL.from_pretrained(a.init, torch_dtype=torch.float32)
+    elif a.decoder_only:
+        raise SystemExit("--decoder-only needs --init")
     s = train_vae(a.out, a.minutes, a.steps, a.batch, a.size, a.lr, a.f, a.latent, a.base, a.max_ch,
                   device=a.device, seed=a.seed, data_root=a.data, workers=a.workers,
-                  eval_stride=a.eval_stride)
+                  eval_stride=a.eval_stride, vae=init, decoder_only=a.decoder_only, grad_weight=a.grad_weight)
     s.pop("log")
     print(json.dumps(s, indent=1))
 
