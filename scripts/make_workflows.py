@@ -20,15 +20,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-# Settings every shipped workflow uses: the bundled tiny model and its own defaults (8 steps, 256 px), so
-# each runs out of the box in seconds on a CPU. With real OmniGen-v1 + DiTFuse weights use the authors'
-# 50 steps, cfg 2.0, img_cfg 1.6, max_side 1024 (see the note in each workflow).
-STEPS, CFG, IMG_CFG, MAX_SIDE, SEED = 8, 2.0, 1.6, 256, 0
+# Settings every shipped workflow uses: the bundled tiny model and its own defaults (10 steps, one branch:
+# cfg = img_cfg = 1, which is what it is made for), so each runs out of the box in seconds on a CPU. With real
+# OmniGen-v1 + DiTFuse weights use the authors' 50 steps, cfg 2.0, img_cfg 1.6, max_side 1024 (see the note in
+# each workflow).
+STEPS, CFG, IMG_CFG, MAX_SIDE, SEED = 10, 1.0, 1.0, 512, 0
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 NOTE = (
     "## DiTFuse\n"
-    "Runs out of the box with the bundled **ditfuse-tiny** model (a small stand-in: fast, not pretty) and the "
+    "Runs out of the box with the bundled **ditfuse-tiny** model (small and fast: it fuses by averaging the inputs' latents) and the "
     "bundled example pair.\n\n"
     "For real results put **OmniGen-v1** (original folder or diffusers format) in `models/ditfuse/` and the "
     "**DiTFuse LoRA** in `models/ditfuse/loras/`, pick them in *DiTFuse Model Loader*, and use the authors' "
