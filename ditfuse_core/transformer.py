@@ -40,6 +40,14 @@ class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
         """Phi-3 LongRoPE switch: long factors when the sequence is longer than the original window."""
         return total_length > self.config.original_max_position_embeddings
 
+    @property
+    def rope_mscale(self) -> float:
+        """LongRoPE's attention factor on cos/sin (q·k grows by its square) for a window extended beyond the
+        original one."""
+        rope = self.rope
+        scale = rope.max_position_embeddings / rope.original_max_position_embeddings
+        return 1.0 if scale <= 1.0 else math.sqrt(1 + math.log(scale) / math.log(rope.original_max_position_embeddings))
+
     def rope_cos_sin(self, pos: torch.Tensor, total_lengths: list[int], dtype=torch.float32):
         """cos/sin [B, L, head_dim] for positions [B, L], each row with the factors of its own length."""
         rope = self.rope
@@ -47,8 +55,7 @@ class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
         device = pos.device
         exps = torch.arange(0, dim, 2, dtype=torch.int64, device=device).float() / dim
         rows_cos, rows_sin = [], []
-        scale = rope.max_position_embeddings / rope.original_max_position_embeddings
-        mscale = 1.0 if scale <= 1.0 else math.sqrt(1 + math.log(scale) / math.log(rope.original_max_position_embeddings))
+        mscale = self.rope_mscale
         for b, total in enumerate(total_lengths):
             factors = rope.long_factor if self.use_long_rope(total) else rope.short_factor
             ext = torch.tensor(factors, dtype=torch.float32, device=device)

@@ -90,12 +90,6 @@ def _nope_slots() -> list[int]:
     return [i for i in NOPE_PAIRS] + [i + half for i in NOPE_PAIRS]
 
 
-def _mscale(model) -> float:
-    r = model.rope
-    s = r.max_position_embeddings / r.original_max_position_embeddings
-    return 1.0 if s <= 1 else math.sqrt(1 + math.log(s) / math.log(r.original_max_position_embeddings))
-
-
 def _align_head(attn, head: int, rms_q: float, rms_k: float, gain: float, bonus: float, mscale: float,
                 q_mark: int, k_mark: int, q_mark_val: float, k_mark_val: float, clear: bool = True):
     """q/k of one head: position code in the non-rotating slots (logit gain·Σcos per matching pair) and a
@@ -129,7 +123,7 @@ def init_average(model, seed: int = 0) -> dict:
     assert cfg.hidden_size == HIDDEN and cfg.num_attention_heads == HIDDEN // HEAD_DIM
     p, ch = cfg.patch_size, cfg.in_channels
     E = _content_basis(seed)
-    ms = _mscale(model)
+    ms = model.rope_mscale
     f32 = lambda x: x.to(torch.float32)  # noqa: E731
 
     # ---- embeddings -----------------------------------------------------------------------------
@@ -140,8 +134,11 @@ def init_average(model, seed: int = 0) -> dict:
     pos[0][:, CODE] = code
     pos[0][:, MIRROR] = -code
     pe.pos_embed.copy_(f32(pos))
+    # nominal RMS of input / output / time tokens at layer 0 (content |z|² ≈ 256, code 24, markers)
     rms_in = _rms(256, 24, 2 * MARK_IN ** 2)
-    mark_out = math.sqrt((HIDDEN * (rms_in / RATIO) ** 2 - 256 - 24) / 2)
+    rms_out = rms_in / RATIO
+    mark_out = math.sqrt((HIDDEN * rms_out ** 2 - 256 - 24) / 2)
+    rms_t = _rms(2 * MARK_T ** 2, A0 ** 2)
     for proj, (mark, val) in ((pe.input_image_proj, (M_IN, MARK_IN)), (pe.output_image_proj, (M_OUT, mark_out))):
         proj.weight.copy_(f32(E).reshape(HIDDEN, ch, p, p))
         proj.bias.zero_()
@@ -169,10 +166,6 @@ def init_average(model, seed: int = 0) -> dict:
         tt.linear_2.weight[d, 1] = sign * MARK_T / 20
 
     # ---- layer 0: align, average, subtract; time copy; shrink the input marker ---------------------
-    rms_in = _rms(256, 24, 2 * MARK_IN ** 2)
-    rms_out = rms_in / RATIO
-    mark_out = math.sqrt((HIDDEN * rms_out ** 2 - 256 - 24) / 2)
-    rms_t = _rms(2 * MARK_T ** 2, A0 ** 2)
     blk = model.layers[0]
     attn = blk.self_attn
     for h in range(4):
