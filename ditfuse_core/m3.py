@@ -161,6 +161,11 @@ def pick_requirement(task: str, rng: np.random.Generator, p_default: float = 0.5
 # elementary degradations (uint8 in, uint8 out)
 # ----------------------------------------------------------------------------------------------------
 
+def _luma(img: np.ndarray) -> np.ndarray:
+    """BT.601 luminance of an RGB uint8 image, float32 on 0–255."""
+    return img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
 def _u8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
@@ -376,7 +381,7 @@ def focus_pair(clean: np.ndarray, rng: np.random.Generator, near: np.ndarray | N
 def infrared_like(clean: np.ndarray, rng: np.random.Generator, hot: np.ndarray | None = None) -> np.ndarray:
     """Gray, remapped (50 % inverted, else a random piecewise-linear curve) intensities, low texture,
     optional bright "hot" regions (``hot``: float mask)."""
-    g = clean.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255.0
+    g = _luma(clean) / 255.0
     if rng.random() < 0.5:
         g = 1.0 - g
     else:
@@ -429,7 +434,7 @@ def ivif_pair(clean: np.ndarray, rng: np.random.Generator, hot: np.ndarray | Non
     target = clean
     if hot is not None and hot.any():
         hm = gaussian_blur_u8(_u8(hot * 255.0), 1.5).astype(np.float32)[..., None] / 255.0
-        lum = clean.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        lum = _luma(clean)
         a = float(rng.uniform(0.35, 0.65))
         delta = np.clip(ir[..., 0].astype(np.float32) - lum, 0, None)[..., None]
         target = _u8(clean.astype(np.float32) + a * hm * delta)
@@ -666,8 +671,7 @@ class M3Generator:
             real = c_ir if (c_ir is not None and rng.random() < 0.6) else None
             gray_scene = rng.random() < IVIF_GRAY
             if gray_scene:  # many IVIF benchmarks (TNO) have gray visible images: gray in, gray out
-                clean = np.repeat(_u8(clean.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None],
-                                  3, axis=2)
+                clean = np.repeat(_u8(_luma(clean))[..., None], 3, axis=2)
             a, b, target, more = ivif_pair(clean, rng, hot, real)
             info["gray_visible"] = gray_scene
             info["real_ir"] = real is not None

@@ -87,7 +87,12 @@ def _rms(*sq_norms: float) -> float:
 
 def _nope_slots() -> list[int]:
     half = HEAD_DIM // 2
-    return [i for i in NOPE_PAIRS] + [i + half for i in NOPE_PAIRS]
+    return list(NOPE_PAIRS) + [i + half for i in NOPE_PAIRS]
+
+
+def _marker_gain(bonus: float, q_val: float, k_val: float, mscale: float) -> float:
+    """Weight w with q = w·q_val, k = w·k_val (normalised marker values) giving the logit ``bonus``."""
+    return math.sqrt(bonus * math.sqrt(HEAD_DIM) / (q_val * k_val)) / mscale
 
 
 def _align_head(attn, head: int, rms_q: float, rms_k: float, gain: float, bonus: float, mscale: float,
@@ -109,7 +114,7 @@ def _align_head(attn, head: int, rms_q: float, rms_k: float, gain: float, bonus:
     for i, d in enumerate(CODE):
         wq[head * HEAD_DIM + slots[i], d] = alpha
         wk[head * HEAD_DIM + slots[i], d] = alpha
-    beta = math.sqrt(bonus * math.sqrt(HEAD_DIM) / (q_mark_val * k_mark_val)) / mscale  # values already normalised
+    beta = _marker_gain(bonus, q_mark_val, k_mark_val, mscale)
     wq[head * HEAD_DIM + slots[len(CODE)], q_mark] = beta
     wk[head * HEAD_DIM + slots[len(CODE)], k_mark] = beta
 
@@ -176,7 +181,7 @@ def init_average(model, seed: int = 0) -> dict:
     attn.to_q.weight[rows] = 0
     attn.to_k.weight[rows] = 0
     s0 = _nope_slots()[0]
-    beta = math.sqrt(B_TIME * math.sqrt(HEAD_DIM) * rms_out * rms_t / (mark_out * MARK_T)) / ms
+    beta = _marker_gain(B_TIME, mark_out / rms_out, MARK_T / rms_t, ms)
     attn.to_q.weight[4 * HEAD_DIM + s0, M_OUT[0]] = beta
     attn.to_k.weight[4 * HEAD_DIM + s0, M_T[0]] = beta
     attn.to_v.weight.zero_()
