@@ -65,7 +65,7 @@ def test_train_vae_runs_and_saves(pack, tmp_path):
 
 def test_decoder_only_finetune_keeps_the_latent_space(pack, tmp_path):
     """--decoder-only: encoder weights and scaling_factor unchanged (a transformer trained on the latents
-    still fits), the decoder moves; the edge term runs."""
+    still fits), the decoder moves; the edge and latent-mix terms run."""
     torch.manual_seed(0)
     torch.set_num_threads(1)
     from diffusers import AutoencoderKL
@@ -78,7 +78,8 @@ def test_decoder_only_finetune_keeps_the_latent_space(pack, tmp_path):
     dec = {k: v.clone() for k, v in vae.decoder.state_dict().items()}
     out = tmp_path / "ft"
     s = train_vae(str(out), minutes=None, steps=4, batch=4, size=32, lr=2e-3, device="cpu", data_root=str(pack),
-                  workers=0, log_every=2, eval_stride=0, vae=vae, decoder_only=True, grad_weight=1.0)
+                  workers=0, log_every=2, eval_stride=0, vae=vae, decoder_only=True, grad_weight=1.0, mix_weight=1.0)
+    assert all(r["mix_loss"] > 0 for r in s["log"])
     assert s["scaling_factor"] == pytest.approx(0.77)
     ft = AutoencoderKL.from_pretrained(str(out))
     assert ft.config.scaling_factor == pytest.approx(0.77)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -123,12 +122,16 @@ def train_vae(out: str, minutes: float | None = 30.0, steps: int | None = None, 
               size: int = 128, lr: float = 1e-3, f: int = 4, latent: int = 8, base: int = 32, max_ch: int = 64,
               kl: float = 1e-6, device: str | None = None, seed: int = 0, data_root=None, workers=None,
               log_every: int = 50, vae=None, eval_root=None, eval_max_side: int = 512, eval_stride: int = 1,
-              p_degraded: float = 0.15, decoder_only: bool = False, grad_weight: float = 0.0) -> dict:
+              p_degraded: float = 0.15, decoder_only: bool = False, grad_weight: float = 0.0,
+              mix_weight: float = 0.0) -> dict:
     """Train until ``minutes`` of wall time or ``steps`` (whichever comes first); the lr schedule
     (warm-up, cosine) follows the elapsed fraction of that budget. Returns a summary dict.
     ``decoder_only`` (with ``vae``): fine-tune the decoder of a trained VAE; the encoder, its latent space
     and ``scaling_factor`` stay as they are, so a transformer trained on them still fits. ``grad_weight``
-    adds an L1 loss on horizontal/vertical differences (edge fidelity, which fusion metrics weigh)."""
+    adds an L1 loss on horizontal/vertical differences (edge fidelity, which fusion metrics weigh).
+    ``mix_weight`` adds the same reconstruction loss for decode(λ·z₁ + (1 − λ)·z₂) against λ·x₁ + (1 − λ)·x₂
+    (two crops of the batch, λ ∈ [0.25, 0.75]): fusion mixes latents, and a decoder that is not linear
+    along such mixes loses detail there that it keeps on each image alone."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(seed)
     out = Path(out)
@@ -168,6 +171,14 @@ def train_vae(out: str, minutes: float | None = 30.0, steps: int | None = None, 
         rec = F.l1_loss(y, x) + F.mse_loss(y, x)
         if grad_weight:
             rec = rec + grad_weight * (F.l1_loss(y.diff(dim=-1), x.diff(dim=-1)) + F.l1_loss(y.diff(dim=-2), x.diff(dim=-2)))
+        mix = torch.zeros(())
+        if mix_weight:
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                lam = torch.rand(x.shape[0], 1, 1, 1, device=x.device) * 0.5 + 0.25
+                ym = vae.decode(lam * z + (1 - lam) * z.roll(1, 0)).sample.float()
+            xm = lam * x + (1 - lam) * x.roll(1, 0)
+            mix = F.l1_loss(ym, xm) + F.mse_loss(ym, xm)
+            rec = rec + mix_weight * mix
         loss = rec if decoder_only else rec + kl * kl_loss(post)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -178,6 +189,8 @@ def train_vae(out: str, minutes: float | None = 30.0, steps: int | None = None, 
             p = psnr(y.detach().cpu(), x.cpu())
             rec_ = {"step": step, "time_s": round(time.time() - t0, 1), "loss": float(loss.detach()), "psnr_train": p,
                     "lr": opt.param_groups[0]["lr"]}
+            if mix_weight:
+                rec_["mix_loss"] = float(mix.detach())
             log.append(rec_)
             print(json.dumps(rec_), flush=True)
         if len(calib) < 8 and step % 7 == 0:
@@ -226,6 +239,8 @@ def main(argv=None):
     ap.add_argument("--init", default=None, help="start from this trained VAE folder")
     ap.add_argument("--decoder-only", action="store_true", help="with --init: fine-tune only the decoder")
     ap.add_argument("--grad-weight", type=float, default=0.0, help="weight of the L1 loss on image differences")
+    ap.add_argument("--mix-weight", type=float, default=0.0,
+                    help="weight of the loss on decoded latent mixes of two crops (linear along mixes)")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -238,7 +253,8 @@ def main(argv=None):
         raise SystemExit("--decoder-only needs --init")
     s = train_vae(a.out, a.minutes, a.steps, a.batch, a.size, a.lr, a.f, a.latent, a.base, a.max_ch,
                   device=a.device, seed=a.seed, data_root=a.data, workers=a.workers,
-                  eval_stride=a.eval_stride, vae=init, decoder_only=a.decoder_only, grad_weight=a.grad_weight)
+                  eval_stride=a.eval_stride, vae=init, decoder_only=a.decoder_only, grad_weight=a.grad_weight,
+                  mix_weight=a.mix_weight)
     s.pop("log")
     print(json.dumps(s, indent=1))
 

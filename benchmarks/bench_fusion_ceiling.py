@@ -1,0 +1,123 @@
+"""Where the bundled model's gap to plain averaging comes from, and how much room there is above averaging.
+
+Why: the model issue asks the bundled model to beat averaging on Qabf, SSIM and VIF. This prints, per eval
+set, averaging done in pixels, after the pipeline's resampling alone, and through the VAE (mean of the two
+reconstructions; decoded latent average = what the constructed bundled model outputs), beside two probes
+of the room above averaging: a contrast-matched average in pixels (SSIM's own optimum direction: local
+contrast raised to the sources' RMS contrast) and a soft per-token selection of the more detailed input in
+latent space (what an attention head can do; also with the tokens' means averaged, so brightness stays
+smooth), and the classical baselines.
+
+    python benchmarks/bench_fusion_ceiling.py [--pairs 5] [--model FOLDER] [--beta 0.1]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from PIL import Image  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
+SETS = [("ivif", "ivif/tno"), ("ivif", "ivif/roadscene"), ("mff", "mff/lytro"), ("mef", "mef/mefb")]
+KEY = ("Qabf", "SSIM", "VIF")
+
+
+def contrast_matched_average(a: np.ndarray, b: np.ndarray, sigma: float = 1.5, max_gain: float = 2.0):
+    """Average whose local contrast (Gaussian window as SSIM's) is raised to the sources' RMS contrast:
+    SSIM's structure term ignores the fused image's local scale, its contrast term wants it near the
+    sources', and averaging loses contrast wherever the sources disagree."""
+    blur = lambda x: ndimage.gaussian_filter(x, (sigma, sigma, 0))  # noqa: E731
+    var = lambda x: np.maximum(blur(x * x) - blur(x) ** 2, 0).mean(2, keepdims=True)  # noqa: E731
+    f = (a + b) / 2
+    mu = blur(f)
+    gain = np.clip((np.sqrt((var(a) + var(b)) / 2) + 1e-3) / (np.sqrt(var(f)) + 1e-3), 1.0, max_gain)
+    return np.clip(mu + (f - mu) * gain, 0, 255)
+
+
+def token_split(z: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per token (p × p latent pixels): its per-channel mean, the deviation from it, and that deviation's
+    energy (sum of squares, spread over the token)."""
+    m = F.interpolate(F.avg_pool2d(z, p), scale_factor=p, mode="nearest")
+    d = z - m
+    e = F.avg_pool2d((d * d).sum(1, keepdim=True), p) * p * p
+    return m, d, F.interpolate(e, scale_factor=p, mode="nearest")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=5, help="pairs per set, evenly spaced")
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--beta", type=float, default=0.1, help="selection sharpness: w = sigmoid(beta·Δdetail)")
+    ap.add_argument("--eval", default=None, help="shared/data/eval folder")
+    a = ap.parse_args()
+    from ditfuse_core import baselines, evaluation, images as imgs
+    from ditfuse_core.m3 import default_data_root
+    from ditfuse_core.metrics import compute_metrics
+    from ditfuse_core.pipeline import DiTFusePipeline
+
+    root = Path(a.eval) if a.eval else default_data_root() / "eval"
+    if not root.is_dir():
+        print(f"no eval data at {root}: skipped")
+        return
+    pipe = DiTFusePipeline.from_pretrained(a.model)
+    patch = pipe.transformer.config.patch_size
+    side = min(int(pipe.defaults["max_side"]), pipe.largest_side)
+    rows = ["average (pixels)", "average, pipeline resampling only", "VAE: mean of the two reconstructions",
+            "VAE: decoded latent average (= bundled model)", "probe: contrast-matched average (pixels)",
+            f"probe: latent token selection (beta {a.beta:g})",
+            f"probe: latent detail selection, token means averaged (beta {a.beta:g})", "gff", "lp", "mertens"]
+    t0 = time.time()
+    print(f"model {pipe.name}, max side {side}, {a.pairs} pairs per set; Qabf, SSIM (mean of the two), "
+          "VIF (sum), gray 0-255; Δ = difference to average (pixels)\n")
+    for task, sub in SETS:
+        pairs = evaluation.discover_pairs(task, root / sub)
+        pairs = pairs[:: max(1, len(pairs) // a.pairs)][: a.pairs]
+        vals = {r: [] for r in rows}
+        for pair in pairs:
+            g1, g2 = evaluation.load_image(pair.image1), evaluation.load_image(pair.image2)
+            p1, p2 = Image.fromarray(g1).convert("RGB"), Image.fromarray(g2).convert("RGB")
+            x1, x2 = np.asarray(p1, np.float64), np.asarray(p2, np.float64)
+            size = p1.size
+            back = lambda pix: (imgs.restore(pix, size)[0].numpy() * 255)  # noqa: E731
+            q1, q2 = imgs.prepare(p1, side, pipe.token_pixels), imgs.prepare(p2, side, pipe.token_pixels)
+            z1, z2 = pipe.encode(q1, sample=False), pipe.encode(q2, sample=False)
+            (m1, d1, e1), (m2, d2, e2) = token_split(z1, patch), token_split(z2, patch)
+            w = torch.sigmoid(a.beta * (e1 - e2))
+            fused = {
+                rows[0]: (x1 + x2) / 2,
+                rows[1]: back((q1 + q2) / 2),
+                rows[2]: back((pipe.decode(z1) + pipe.decode(z2)) / 2),
+                rows[3]: back(pipe.decode((z1 + z2) / 2)),
+                rows[4]: contrast_matched_average(x1, x2),
+                rows[5]: back(pipe.decode(w * z1 + (1 - w) * z2)),
+                rows[6]: back(pipe.decode((m1 + m2) / 2 + w * d1 + (1 - w) * d2)),
+            }
+            for m in ("gff", "lp", "mertens"):
+                fused[m] = baselines.fuse(m, g1, g2)
+            for r, f in fused.items():
+                m = compute_metrics(g1, g2, np.clip(np.round(f), 0, 255).astype(np.uint8), list(KEY), task)
+                vals[r].append([m[k] for k in KEY])
+        means = {r: np.mean(v, axis=0) for r, v in vals.items()}
+        print(f"**{sub}** ({len(pairs)} pairs)\n")
+        print("| fusion | " + " | ".join(KEY) + " | " + " | ".join(f"Δ {k}" for k in KEY) + " |")
+        print("| --- |" + " ---: |" * (2 * len(KEY)))
+        for r in rows:
+            d = means[r] - means[rows[0]]
+            print(f"| {r} | " + " | ".join(f"{x:.4f}" for x in means[r]) + " | "
+                  + " | ".join(f"{x:+.4f}" for x in d) + " |")
+        print(flush=True)
+    print(f"{time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
