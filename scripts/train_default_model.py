@@ -44,6 +44,11 @@ def _data_root(arg: str | None) -> str:
     return str(default_data_root())
 
 
+CPU_FROM_SCRATCH = ("* from scratch on a 2-core CPU, VAE included (about 50 min; measured in ditfuse_core/training/README.md): "
+                    "`python scripts/train_default_model.py --device cpu --vae-minutes 45 --average-init --dit-minutes 0 "
+                    "--layers 1 --intermediate 64`")
+
+
 def _size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
@@ -99,7 +104,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
 
     from ditfuse_core.training.flow import FlowTrainer, TrainConfig
-    from ditfuse_core.training.vae import build_vae, train_vae
+    from ditfuse_core.training.vae import train_vae
 
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if a.threads:
@@ -282,6 +287,7 @@ def write_card(out: Path, rec: dict) -> None:
         "# ditfuse-tiny", "", *intro, "",
         "## Making it", "",
         f"* command: `{tr['command']}` (after `python scripts/make_train_pack.py`)",
+        *([CPU_FROM_SCRATCH] if constructed else []),
         f"* device: {tr['device']}; total wall time {tr['wall_minutes']} min; torch {tr['torch']}",
         f"* data: `{tr['data']}`" + ("" if constructed else f"; task mix {d['mix']}"),
         f"* VAE: f={v.get('f')}, {v.get('latent_channels')} latent channels, {v.get('params')} params, "
