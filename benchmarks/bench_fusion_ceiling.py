@@ -72,17 +72,13 @@ def main() -> None:
     pipe = DiTFusePipeline.from_pretrained(a.model)
     patch = pipe.transformer.config.patch_size
     side = min(int(pipe.defaults["max_side"]), pipe.largest_side)
-    rows = ["average (pixels)", "average, pipeline resampling only", "VAE: mean of the two reconstructions",
-            "VAE: decoded latent average (= bundled model)", "probe: contrast-matched average (pixels)",
-            f"probe: latent token selection (beta {a.beta:g})",
-            f"probe: latent detail selection, token means averaged (beta {a.beta:g})", "gff", "lp", "mertens"]
     t0 = time.time()
     print(f"model {pipe.name}, max side {side}, {a.pairs} pairs per set; Qabf, SSIM (mean of the two), "
           "VIF (sum), gray 0-255; Δ = difference to average (pixels)\n")
     for task, sub in SETS:
         pairs = evaluation.discover_pairs(task, root / sub)
         pairs = pairs[:: max(1, len(pairs) // a.pairs)][: a.pairs]
-        vals = {r: [] for r in rows}
+        vals: dict[str, list] = {}
         for pair in pairs:
             g1, g2 = evaluation.load_image(pair.image1), evaluation.load_image(pair.image2)
             p1, p2 = Image.fromarray(g1).convert("RGB"), Image.fromarray(g2).convert("RGB")
@@ -91,28 +87,29 @@ def main() -> None:
             back = lambda pix: (imgs.restore(pix, size)[0].numpy() * 255)  # noqa: E731
             q1, q2 = imgs.prepare(p1, side, pipe.token_pixels), imgs.prepare(p2, side, pipe.token_pixels)
             z1, z2 = pipe.encode(q1, sample=False), pipe.encode(q2, sample=False)
-            (m1, d1, e1), (m2, d2, e2) = token_split(z1, patch), token_split(z2, patch)
+            (mean1, det1, e1), (mean2, det2, e2) = token_split(z1, patch), token_split(z2, patch)
             w = torch.sigmoid(a.beta * (e1 - e2))
             fused = {
-                rows[0]: (x1 + x2) / 2,
-                rows[1]: back((q1 + q2) / 2),
-                rows[2]: back((pipe.decode(z1) + pipe.decode(z2)) / 2),
-                rows[3]: back(pipe.decode((z1 + z2) / 2)),
-                rows[4]: contrast_matched_average(x1, x2),
-                rows[5]: back(pipe.decode(w * z1 + (1 - w) * z2)),
-                rows[6]: back(pipe.decode((m1 + m2) / 2 + w * d1 + (1 - w) * d2)),
+                "average (pixels)": (x1 + x2) / 2,
+                "average, pipeline resampling only": back((q1 + q2) / 2),
+                "VAE: mean of the two reconstructions": back((pipe.decode(z1) + pipe.decode(z2)) / 2),
+                "VAE: decoded latent average (= bundled model)": back(pipe.decode((z1 + z2) / 2)),
+                "probe: contrast-matched average (pixels)": contrast_matched_average(x1, x2),
+                f"probe: latent token selection (beta {a.beta:g})": back(pipe.decode(w * z1 + (1 - w) * z2)),
+                f"probe: latent detail selection, token means averaged (beta {a.beta:g})":
+                    back(pipe.decode((mean1 + mean2) / 2 + w * det1 + (1 - w) * det2)),
+                **{m: baselines.fuse(m, g1, g2) for m in ("gff", "lp", "mertens")},
             }
-            for m in ("gff", "lp", "mertens"):
-                fused[m] = baselines.fuse(m, g1, g2)
             for r, f in fused.items():
-                m = compute_metrics(g1, g2, np.clip(np.round(f), 0, 255).astype(np.uint8), list(KEY), task)
-                vals[r].append([m[k] for k in KEY])
+                scores = compute_metrics(g1, g2, np.clip(np.round(f), 0, 255).astype(np.uint8), list(KEY), task)
+                vals.setdefault(r, []).append([scores[k] for k in KEY])
         means = {r: np.mean(v, axis=0) for r, v in vals.items()}
         print(f"**{sub}** ({len(pairs)} pairs)\n")
         print("| fusion | " + " | ".join(KEY) + " | " + " | ".join(f"Δ {k}" for k in KEY) + " |")
         print("| --- |" + " ---: |" * (2 * len(KEY)))
-        for r in rows:
-            d = means[r] - means[rows[0]]
+        base = means["average (pixels)"]
+        for r in means:
+            d = means[r] - base
             print(f"| {r} | " + " | ".join(f"{x:.4f}" for x in means[r]) + " | "
                   + " | ".join(f"{x:+.4f}" for x in d) + " |")
         print(flush=True)
