@@ -105,6 +105,7 @@ def main(argv=None):
 
     from ditfuse_core.training.flow import FlowTrainer, TrainConfig
     from ditfuse_core.training.vae import train_vae
+    from ditfuse_core.vae import downsample_factor
 
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if a.threads:
@@ -139,7 +140,7 @@ def main(argv=None):
     from diffusers import AutoencoderKL
 
     vae = AutoencoderKL.from_pretrained(str(vae_dir))
-    f = 2 ** (len(vae.config.block_out_channels) - 1)
+    f = downsample_factor(vae)
 
     # ---- 2. transformer ------------------------------------------------------------------------------
     if a.average_init:

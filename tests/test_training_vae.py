@@ -31,7 +31,8 @@ def test_scan_pack(pack):
 
 
 def test_build_vae_factor_and_channels():
-    from ditfuse_core.training.vae import build_vae, vae_factor
+    from ditfuse_core.training.vae import build_vae
+    from ditfuse_core.vae import downsample_factor as vae_factor
 
     for f, c in ((2, 4), (4, 16), (8, 8)):
         v = build_vae(f, c)

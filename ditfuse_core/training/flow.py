@@ -31,6 +31,7 @@ from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
 from .. import prompts
 from ..sequence import Branch, build_branch
+from ..vae import downsample_factor
 from .data import to_tensor
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -253,7 +254,7 @@ class FlowTrainer:
 
             tokenizer = load_tokenizer(cfg.model)
         self.tokenizer = tokenizer
-        self.f = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.f = downsample_factor(self.vae)
         self.p = self.transformer.config.patch_size
         if self.f * self.p != 16:
             self.acc.print(f"warning: VAE factor {self.f} × patch {self.p} = {self.f * self.p} px per token (not 16)")

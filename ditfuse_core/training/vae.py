@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..vae import downsample_factor
 from .data import ImageCrops, make_loader, psnr
 
 
@@ -43,10 +44,6 @@ def build_vae(f: int = 4, latent_channels: int = 8, base: int = 32, max_ch: int 
         with torch.no_grad():
             vae.quant_conv.bias[latent_channels:].fill_(logvar_init)
     return vae
-
-
-def vae_factor(vae) -> int:
-    return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
 def _lr_at(frac: float, base: float, warm: float = 0.03) -> float:
@@ -204,7 +201,7 @@ def train_vae(out: str, minutes: float | None = 30.0, steps: int | None = None, 
     vae.to("cpu").float()
     vae.save_pretrained(str(out), safe_serialization=True)
     summary = {"steps": step, "wall_s": round(time.time() - t0, 1), "params": n_params, "device": device,
-               "batch": batch, "crop": size, "scaling_factor": scale, "f": vae_factor(vae),
+               "batch": batch, "crop": size, "scaling_factor": scale, "f": downsample_factor(vae),
                "latent_channels": vae.config.latent_channels, "log": log}
     imgs = []
     if eval_stride > 0:
