@@ -71,9 +71,8 @@ def main() -> None:
         return
     pipe = DiTFusePipeline.from_pretrained(a.model)
     patch = pipe.transformer.config.patch_size
-    side = min(int(pipe.defaults["max_side"]), pipe.largest_side)
     t0 = time.time()
-    print(f"model {pipe.name}, max side {side}, {a.pairs} pairs per set; Qabf, SSIM (mean of the two), "
+    print(f"model {pipe.name}, max side {pipe.defaults['max_side']}, {a.pairs} pairs per set; Qabf, SSIM (mean of the two), "
           "VIF (sum), gray 0-255; Δ = difference to average (pixels)\n")
     for task, sub in SETS:
         pairs = evaluation.discover_pairs(task, root / sub)
@@ -85,7 +84,7 @@ def main() -> None:
             x1, x2 = np.asarray(p1, np.float64), np.asarray(p2, np.float64)
             size = p1.size
             back = lambda pix: (imgs.restore(pix, size)[0].numpy() * 255)  # noqa: E731
-            q1, q2 = imgs.prepare(p1, side, pipe.token_pixels), imgs.prepare(p2, side, pipe.token_pixels)
+            (q1, q2), _ = pipe.preprocess([p1, p2])
             z1, z2 = pipe.encode(q1, sample=False), pipe.encode(q2, sample=False)
             (mean1, det1, e1), (mean2, det2, e2) = token_split(z1, patch), token_split(z2, patch)
             w = torch.sigmoid(a.beta * (e1 - e2))
