@@ -32,6 +32,17 @@ class KVCache:
     lengths: list[int]  # condition length per row
 
 
+@dataclass
+class StepMask:
+    """A sampling step's attention mask, never materialised: row 0 (the time token) sees the first
+    `time_keys` keys (condition and itself), every other row (output tokens) sees all keys; key_valid
+    [B, Lk] marks padded cache rows, None when there is none. A full [B, Lq, Lk] bool mask at 1024 px is
+    50 M entries per step, and SDPA spends a third of its time reading it."""
+
+    time_keys: int
+    key_valid: torch.Tensor | None
+
+
 class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
     """diffusers' OmniGen transformer with peft adapters and a cached sampling path."""
 
@@ -88,8 +99,8 @@ class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
 
     # ---- layers ------------------------------------------------------------------------------------
     def _layers(self, h, cos, sin, mask, cache: KVCache | None = None, keep: bool = False):
-        """Run all blocks. mask: [B, Lq, Lk] bool over (cached keys ++ new keys). keep → return the new
-        tokens' per-layer keys/values."""
+        """Run all blocks. mask: [B, Lq, Lk] bool over (cached keys ++ new keys), or a StepMask. keep → return
+        the new tokens' per-layer keys/values."""
         kept_k, kept_v = [], []
         for i, block in enumerate(self.layers):
             past = (cache.keys[i], cache.values[i]) if cache is not None else None
@@ -142,10 +153,11 @@ class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
         pos = torch.stack([torch.arange(lc, lc + 1 + n, device=dev) for lc in cache.lengths])
         cos, sin = self.rope_cos_sin(pos, [lc + 1 + n for lc in cache.lengths])
         lmax = cache.valid.shape[1]
-        mask = torch.ones(bsz, 1 + n, lmax + 1 + n, dtype=torch.bool, device=dev)
-        mask[:, :, :lmax] = cache.valid[:, None, :]
-        mask[:, 0, lmax + 1 :] = False  # the time token does not see the output tokens
-        h, _, _ = self._layers(h, cos, sin, mask, cache=cache)
+        key_valid = None
+        if not bool(cache.valid.all()):
+            key_valid = torch.cat([cache.valid, cache.valid.new_ones(bsz, 1 + n)], dim=1)
+        # the time token does not see the output tokens
+        h, _, _ = self._layers(h, cos, sin, StepMask(lmax + 1, key_valid), cache=cache)
         return self._output(h, temb, n, height, width)
 
     # ---- uncached reference path (training, tests) ---------------------------------------------------
@@ -190,10 +202,23 @@ def run_block(block, h, cos, sin, mask, past: tuple[torch.Tensor, torch.Tensor] 
     if kvh != attn.heads:
         k = k.repeat_interleave(attn.heads // kvh, dim=1)
         v = v.repeat_interleave(attn.heads // kvh, dim=1)
-    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None])
+    o = _attention(q, k, v, mask)
     h = h + attn.to_out[0](o.transpose(1, 2).reshape(bsz, lq, -1))
     h = h + block.mlp(block.post_attention_layernorm(h))
     return h, new_k, new_v
+
+
+def _attention(q, k, v, mask: torch.Tensor | StepMask) -> torch.Tensor:
+    """SDPA under a [B, Lq, Lk] bool mask or a StepMask (time-token row apart, the rest with at most a
+    broadcast key-padding mask)."""
+    if isinstance(mask, torch.Tensor):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None])
+    kp = None if mask.key_valid is None else mask.key_valid[:, None, None, :]
+    tk = mask.time_keys
+    head = F.scaled_dot_product_attention(q[:, :, :1], k[:, :, :tk], v[:, :, :tk],
+                                          attn_mask=None if kp is None else kp[..., :tk])
+    rest = F.scaled_dot_product_attention(q[:, :, 1:], k, v, attn_mask=kp)
+    return torch.cat([head, rest], dim=2)
 
 
 def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,15 @@ def load_vae(folder: str | Path, dtype: torch.dtype, device: str | torch.device)
     # SDXL's VAE overflows in fp16 (config force_upcast): keep it in fp32 then.
     if dtype == torch.float16 and AutoencoderKL.load_config(str(folder)).get("force_upcast", False):
         dtype = torch.float32
-    return AutoencoderKL.from_pretrained(str(folder), torch_dtype=dtype).to(device).eval()
+    vae = AutoencoderKL.from_pretrained(str(folder), torch_dtype=dtype).to(device).eval()
+    return vae.to(memory_format=torch.channels_last)
+
+
+def _conv_input(x: torch.Tensor, vae: AutoencoderKL, dtype: torch.dtype) -> torch.Tensor:
+    """channels_last: the VAE is convolutions at full resolution, ~1.5× faster in this layout on CPU (oneDNN)
+    and on GPUs with tensor cores; the weights are stored so by load_vae."""
+    dev = next(vae.parameters()).device
+    return x.to(dev, dtype).contiguous(memory_format=torch.channels_last)
 
 
 def downsample_factor(vae: AutoencoderKL) -> int:
@@ -32,14 +40,14 @@ def _scale_shift(vae):
 def encode(vae: AutoencoderKL, pixels: torch.Tensor, seed: int | None = 0, sample: bool = True) -> torch.Tensor:
     """pixels [B,3,H,W] in [-1,1] → scaled latents [B,C,H/f,W/f] in float32."""
     dev = next(vae.parameters()).device
-    dist = vae.encode(pixels.to(dev, vae.dtype)).latent_dist
+    dist = vae.encode(_conv_input(pixels, vae, vae.dtype)).latent_dist
     z = dist.mean.float()
     if sample:
         g = torch.Generator("cpu").manual_seed(int(seed or 0))
         eps = torch.randn(z.shape, generator=g, dtype=torch.float32).to(dev)
         z = z + dist.std.float() * eps
     scale, shift = _scale_shift(vae)
-    return (z - shift) * scale
+    return ((z - shift) * scale).contiguous()
 
 
 def to_raw(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
@@ -56,8 +64,7 @@ def from_raw(vae: AutoencoderKL, raw: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def decode_raw(vae: AutoencoderKL, raw: torch.Tensor) -> torch.Tensor:
     """raw latents → pixels [B,3,H,W] in [-1,1] (float32, on the VAE's device)."""
-    dev = next(vae.parameters()).device
-    return vae.decode(raw.to(dev, torch.float32).to(vae.dtype)).sample.float().clamp(-1, 1)
+    return vae.decode(_conv_input(raw.float(), vae, vae.dtype)).sample.float().clamp(-1, 1).contiguous()
 
 
 def decode(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
