@@ -35,3 +35,21 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         return DTYPES[str(dtype).lower()]
     except KeyError:
         raise ValueError(f"unknown dtype {dtype!r}; choose auto, fp32, bf16 or fp16") from None
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: oneDNN runs bf16 convolutions natively (else it emulates them, slower than fp32)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_vae_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """As resolve_dtype, except that 'auto' on a CPU with native bf16 gives bf16: the VAE is most of a CPU
+    fusion's time, bf16 makes it ~2× faster there and changes its reconstructions by less than 1/1000 of
+    their error (59 dB against fp32 at 42 dB reconstruction PSNR, bundled VAE). The transformer stays fp32 on
+    the CPU: the bundled one is constructed from exact cancellations."""
+    if (dtype is None or dtype == "auto") and device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return resolve_dtype(dtype, device)

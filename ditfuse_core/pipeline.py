@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint, images as imgs, lora as lora_mod, prompts, sampler, vae as vae_mod
-from .devices import resolve_device, resolve_dtype
+from .devices import resolve_device, resolve_dtype, resolve_vae_dtype
 from .sequence import build_branch
 from .tokenizer import load_tokenizer
 
@@ -36,14 +36,17 @@ class DiTFusePipeline:
     @classmethod
     def from_pretrained(cls, model: str | Path | None = None, lora: str | Path | None = None,
                         lora_strength: float = 1.0, device: str | torch.device = "cpu",
-                        dtype: str | torch.dtype = "auto") -> DiTFusePipeline:
+                        dtype: str | torch.dtype = "auto",
+                        vae_dtype: str | torch.dtype | None = None) -> DiTFusePipeline:
+        """vae_dtype None: as dtype, except that "auto" on a CPU with native bf16 runs the VAE in bf16."""
         folder = Path(model) if model else BUNDLED_MODEL
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         transformer = checkpoint.load_transformer(folder, dt, dev)
-        vae = vae_mod.load_vae(checkpoint.vae_folder(folder), dt, dev)
+        vae_dt = resolve_vae_dtype(dtype if vae_dtype is None else vae_dtype, dev)
+        vae = vae_mod.load_vae(checkpoint.vae_folder(folder), vae_dt, dev)
         defaults = {}
         if (folder / "ditfuse.json").is_file():
             defaults = json.loads((folder / "ditfuse.json").read_text()).get("defaults", {})

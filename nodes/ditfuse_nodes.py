@@ -115,7 +115,8 @@ class DiTFuseModelLoader(io.ComfyNode):
                                tooltip="A DiTFuse LoRA file or folder in models/ditfuse/loras."),
                 io.Float.Input("lora_strength", default=1.0, min=-4.0, max=4.0, step=0.05),
                 io.Combo.Input("dtype", options=list(A.DTYPES), default="auto",
-                               tooltip="auto: bf16 on GPUs that support it, fp16 on other accelerators, fp32 on CPU."),
+                               tooltip="auto: bf16 on GPUs that support it, fp16 on other accelerators, fp32 on CPU "
+                                       "(the VAE in bf16 where the CPU has it natively: ~2× faster)."),
                 io.Boolean.Input("offload", default=True,
                                  tooltip="Let ComfyUI move the model off the GPU when other models need the memory."),
             ],
@@ -134,7 +135,7 @@ class DiTFuseModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, lora, lora_strength, dtype, offload) -> io.NodeOutput:
-        from ditfuse_core.devices import resolve_dtype
+        from ditfuse_core.devices import resolve_dtype, resolve_vae_dtype
         from ditfuse_core.pipeline import DiTFusePipeline
 
         roots = model_roots()
@@ -142,12 +143,12 @@ class DiTFuseModelLoader(io.ComfyNode):
         lora_path = A.resolve_lora(lora, roots)
         load_device = mm.get_torch_device()
         offload_device = mm.unet_offload_device() if offload else load_device
-        dt = resolve_dtype(dtype, load_device)
+        dt, vae_dt = resolve_dtype(dtype, load_device), resolve_vae_dtype(dtype, load_device)
         pipe = DiTFusePipeline.from_pretrained(model=folder, lora=lora_path, lora_strength=lora_strength,
-                                               device=offload_device, dtype=dt)
+                                               device=offload_device, dtype=dt, vae_dtype=vae_dt)
         patcher = comfy.model_patcher.ModelPatcher(DiTFuseModule(pipe), load_device=load_device,
                                                    offload_device=offload_device)
-        info = {"model": model, "lora": lora, "lora_strength": lora_strength, "dtype": str(dt),
+        info = {"model": model, "lora": lora, "lora_strength": lora_strength, "dtype": str(dt), "vae_dtype": str(vae_dt),
                 "load_device": str(load_device), "offload_device": str(offload_device)}
         log.info("DiTFuse: loaded %s", info)
         return io.NodeOutput(DiTFuseModel(pipe, patcher, info))

@@ -2,7 +2,6 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -81,6 +80,22 @@ def test_same_seed_same_image_and_dtype_independent_noise(pipe, model_dir):
     w = bf16.fuse(a, b, seed=3, **FAST)[0]
     diff = np.abs(np.asarray(w, dtype=float) - np.asarray(x, dtype=float)).mean()
     assert diff < 8, diff  # same noise: bf16 stays close to fp32
+
+
+def test_auto_dtype_runs_the_vae_in_native_bf16_on_the_cpu(pipe, model_dir):
+    """dtype "auto" on a CPU: transformer fp32; VAE bf16 where the CPU has it natively, else fp32; an explicit
+    vae_dtype wins. The fusions agree closely either way."""
+    from ditfuse_core.devices import cpu_has_native_bf16, resolve_vae_dtype
+
+    cpu = torch.device("cpu")
+    native = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    assert resolve_vae_dtype("auto", cpu) == native and resolve_vae_dtype("fp32", cpu) == torch.float32
+    assert pipe.dtype == torch.float32 and pipe.vae.dtype == native
+    fp32 = DiTFusePipeline.from_pretrained(model_dir, vae_dtype="fp32")
+    assert fp32.dtype == torch.float32 and fp32.vae.dtype == torch.float32
+    a, b = _img(80, 64, 1), _img(80, 64, 2)
+    x, y = (np.asarray(p.fuse(a, b, seed=3, **FAST)[0], dtype=float) for p in (pipe, fp32))
+    assert np.abs(x - y).mean() < 2, np.abs(x - y).mean()
 
 
 def test_output_has_image_1_original_size(pipe):
