@@ -114,6 +114,10 @@ class DiTFusePipeline:
         p = self.transformer.config.patch_size
         if latent_size[0] % p or latent_size[1] % p:
             raise ValueError(f"latent size {latent_size} must be a multiple of the patch size {p}")
+        if max(latent_size) * self.vae_factor > self.largest_side:
+            h, w = (x * self.vae_factor for x in latent_size)
+            raise ValueError(f"an output of {w}×{h} px is larger than {self.name} supports ({self.largest_side} px "
+                             "per side, its position table); use a smaller latent or max_side")
         noise = sampler.initial_noise(seed, len(conditions), (self.transformer.config.in_channels, *latent_size))
         return sampler.sample(
             self.transformer, conditions, noise,

@@ -20,11 +20,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-# Settings every shipped workflow uses: the bundled tiny model and its own defaults (10 steps, one branch:
-# cfg = img_cfg = 1, which is what it is made for), so each runs out of the box in seconds on a CPU. With real
-# OmniGen-v1 + DiTFuse weights use the authors' 50 steps, cfg 2.0, img_cfg 1.6, max_side 1024 (see the note in
-# each workflow).
-STEPS, CFG, IMG_CFG, MAX_SIDE, SEED = 10, 1.0, 1.0, 512, 0
+# Settings every shipped workflow uses: the bundled tiny model and its own defaults (4 steps, one branch:
+# cfg = img_cfg = 1, which is what it is made for; max_side 1024), so each runs out of the box in seconds on a
+# CPU. With real OmniGen-v1 + DiTFuse weights use the authors' 50 steps, cfg 2.0, img_cfg 1.6, max_side 1024
+# (see the note in each workflow).
+STEPS, CFG, IMG_CFG, MAX_SIDE, SEED = 4, 1.0, 1.0, 1024, 0
+CHAIN_SIDE = 512  # the chain upscales the latent 1.5×: 768 px stays within the tiny model's 1024 px
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 NOTE = (
@@ -80,8 +81,8 @@ def workflows(bundled: str) -> dict[str, dict]:
         loader(bundled),
         ("pair", "DiTFuseExamplePair", {"pair": "ivif"}),
         ("cond", "DiTFuseCondition", {"model": ("loader", 0), "image_1": ("pair", 0), "image_2": ("pair", 1),
-                                      "task": "ivif", "instruction": "", "max_side": MAX_SIDE}),
-        ("encode", "DiTFuseEncode", {"model": ("loader", 0), "image": ("pair", 0), "max_side": MAX_SIDE,
+                                      "task": "ivif", "instruction": "", "max_side": CHAIN_SIDE}),
+        ("encode", "DiTFuseEncode", {"model": ("loader", 0), "image": ("pair", 0), "max_side": CHAIN_SIDE,
                                      "seed": SEED}),
         ("upscale", "LatentUpscaleBy", {"samples": ("encode", 0), "upscale_method": "nearest-exact",
                                         "scale_by": 1.5}),

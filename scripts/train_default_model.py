@@ -92,7 +92,9 @@ def main(argv=None):
     ap.add_argument("--intermediate", type=int, default=768)
     ap.add_argument("--vae-latent", type=int, default=recipes.TINY_VAE["latent"])
     ap.add_argument("--vae-f", type=int, default=recipes.TINY_VAE["f"])
-    ap.add_argument("--steps-default", type=int, default=recipes.TINY_DEFAULTS["steps"])
+    ap.add_argument("--steps-default", type=int, default=None,
+                    help=f"sampling steps written to ditfuse.json (default {recipes.TINY_DEFAULTS['steps']}; "
+                         f"{recipes.CONSTRUCTED_STEPS} for an untrained construction, whose flow is straight)")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--seed", type=int, default=0)
@@ -212,7 +214,8 @@ def main(argv=None):
     cmd = "python scripts/train_default_model.py " + " ".join(sys.argv[1:] if argv is None else argv)
     record = {
         "name": "ditfuse-tiny",
-        "defaults": {**recipes.TINY_DEFAULTS, "steps": a.steps_default},
+        "defaults": {**recipes.TINY_DEFAULTS, "steps": a.steps_default or (
+            recipes.CONSTRUCTED_STEPS if construct_only and a.average_init else recipes.TINY_DEFAULTS["steps"])},
         "training": {
             "command": cmd, "device": dev_name, "wall_minutes": round(wall / 60, 1), "data": data,
             "vae": {k: v for k, v in vae_summary.items() if k != "log"},

@@ -111,6 +111,12 @@ def test_max_side_is_clamped_to_the_position_table(pipe):
     assert pipe.largest_side == pipe.transformer.config.pos_embed_max_size * pipe.token_pixels
     (pix,), _ = pipe.preprocess([_img(pipe.largest_side + 300, 80, 7)], max_side=4096)
     assert max(pix.shape[-2:]) == pipe.largest_side
+    # an explicitly larger output (e.g. an upscaled LATENT in ComfyUI) is refused in pixels, not tokens
+    lat = pipe.encode(pix)
+    cond = pipe.condition(prompts.control_prompt("LIGHT+"), [lat])
+    too_big = tuple(2 * x for x in lat.shape[-2:])
+    with pytest.raises(ValueError, match=f"larger than .* supports \\({pipe.largest_side} px per side"):
+        pipe.sample(cond, steps=1, latent_size=too_big)
 
 
 def test_batches_broadcast_and_every_item_is_processed(pipe):

@@ -1,0 +1,82 @@
+"""How the working size (max_side) trades the bundled model's fusion quality for time.
+
+Why: the small VAE (f = 4) loses fine detail; upscaling the inputs before encoding moves that detail to
+frequencies it keeps, and the resampling back costs less than the VAE saves. This measures it on the
+eval sets: per max side, the bundled model's output (the decoded latent average, which the constructed
+transformer computes exactly; posterior means) against averaging the pixels, with the VAE time per pair.
+Sizes above the model's position table (1024 for ditfuse-tiny) are clamped to it.
+
+    python benchmarks/bench_working_size.py [--sides 512,768,1024] [--pairs 5] [--model FOLDER]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+SETS = [("ivif", "ivif/tno"), ("ivif", "ivif/roadscene"), ("mff", "mff/lytro"), ("mef", "mef/mefb")]
+KEY = ("Qabf", "SSIM", "VIF")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sides", default="512,768,1024")
+    ap.add_argument("--pairs", type=int, default=5, help="pairs per set, evenly spaced")
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--eval", default=None, help="shared/data/eval folder")
+    a = ap.parse_args()
+    from PIL import Image
+
+    from ditfuse_core import baselines, evaluation, images as imgs
+    from ditfuse_core.m3 import default_data_root
+    from ditfuse_core.metrics import compute_metrics
+    from ditfuse_core.pipeline import DiTFusePipeline
+
+    root = Path(a.eval) if a.eval else default_data_root() / "eval"
+    if not root.is_dir():
+        print(f"no eval data at {root}: skipped")
+        return
+    pipe = DiTFusePipeline.from_pretrained(a.model)
+    sides = sorted({min(int(s), pipe.largest_side) for s in a.sides.split(",")})
+    print(f"model {pipe.name}, {a.pairs} pairs per set; Qabf, SSIM (mean of the two), VIF (sum), gray 0-255; "
+          f"Δ = difference to averaging the pixels; s = VAE encode + decode per pair\n")
+    for task, sub in SETS:
+        pairs = evaluation.discover_pairs(task, root / sub)
+        pairs = pairs[:: max(1, len(pairs) // a.pairs)][: a.pairs]
+        rows: dict[str, list] = {}
+        for pair in pairs:
+            g1, g2 = evaluation.load_image(pair.image1), evaluation.load_image(pair.image2)
+            p1, p2 = Image.fromarray(g1).convert("RGB"), Image.fromarray(g2).convert("RGB")
+            scores = compute_metrics(g1, g2, baselines.fuse("average", g1, g2), list(KEY), task)
+            rows.setdefault("average (pixels)", []).append([scores[k] for k in KEY] + [0.0])
+            for side in sides:
+                t = time.perf_counter()
+                (q1, q2), sizes = pipe.preprocess([p1, p2], side)
+                z = (pipe.encode(q1, sample=False) + pipe.encode(q2, sample=False)) / 2
+                f = imgs.restore(pipe.decode(z), sizes[0])[0].numpy() * 255
+                secs = time.perf_counter() - t
+                scores = compute_metrics(g1, g2, np.clip(np.round(f), 0, 255).astype(np.uint8), list(KEY), task)
+                rows.setdefault(f"max side {side}", []).append([scores[k] for k in KEY] + [secs])
+        sizes = sorted({max(Image.open(p.image1).size) for p in pairs})
+        print(f"**{sub}** ({len(pairs)} pairs, longest side {sizes[0]}–{sizes[-1]} px)\n")
+        print("| fusion | " + " | ".join(KEY) + " | " + " | ".join(f"Δ {k}" for k in KEY) + " | s |")
+        print("| --- |" + " ---: |" * (2 * len(KEY) + 1))
+        base = np.mean(rows["average (pixels)"], axis=0)
+        for r, v in rows.items():
+            m = np.mean(v, axis=0)
+            d = m - base
+            print(f"| {r} | " + " | ".join(f"{x:.4f}" for x in m[:3]) + " | "
+                  + " | ".join(f"{x:+.4f}" for x in d[:3]) + f" | {m[3]:.2f} |")
+        print(flush=True)
+
+
+if __name__ == "__main__":
+    main()
