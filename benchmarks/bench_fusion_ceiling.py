@@ -21,15 +21,14 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
+from eval_subsets import KEY, SETS, delta_table, eval_root, spaced_pairs  # noqa: E402
 from scipy import ndimage  # noqa: E402
-
-SETS = [("ivif", "ivif/tno"), ("ivif", "ivif/roadscene"), ("mff", "mff/lytro"), ("mef", "mef/mefb")]
-KEY = ("Qabf", "SSIM", "VIF")
 
 
 def contrast_matched_average(a: np.ndarray, b: np.ndarray, sigma: float = 1.5, max_gain: float = 2.0):
@@ -61,13 +60,11 @@ def main() -> None:
     ap.add_argument("--eval", default=None, help="shared/data/eval folder")
     a = ap.parse_args()
     from ditfuse_core import baselines, evaluation, images as imgs
-    from ditfuse_core.m3 import default_data_root
     from ditfuse_core.metrics import compute_metrics
     from ditfuse_core.pipeline import DiTFusePipeline
 
-    root = Path(a.eval) if a.eval else default_data_root() / "eval"
-    if not root.is_dir():
-        print(f"no eval data at {root}: skipped")
+    root = eval_root(a.eval)
+    if root is None:
         return
     pipe = DiTFusePipeline.from_pretrained(a.model)
     patch = pipe.transformer.config.patch_size
@@ -75,8 +72,7 @@ def main() -> None:
     print(f"model {pipe.name}, max side {pipe.defaults['max_side']}, {a.pairs} pairs per set; Qabf, SSIM (mean of the two), "
           "VIF (sum), gray 0-255; Δ = difference to average (pixels)\n")
     for task, sub in SETS:
-        pairs = evaluation.discover_pairs(task, root / sub)
-        pairs = pairs[:: max(1, len(pairs) // a.pairs)][: a.pairs]
+        pairs = spaced_pairs(task, root / sub, a.pairs)
         vals: dict[str, list] = {}
         for pair in pairs:
             g1, g2 = evaluation.load_image(pair.image1), evaluation.load_image(pair.image2)
@@ -102,16 +98,8 @@ def main() -> None:
             for r, f in fused.items():
                 scores = compute_metrics(g1, g2, np.clip(np.round(f), 0, 255).astype(np.uint8), list(KEY), task)
                 vals.setdefault(r, []).append([scores[k] for k in KEY])
-        means = {r: np.mean(v, axis=0) for r, v in vals.items()}
         print(f"**{sub}** ({len(pairs)} pairs)\n")
-        print("| fusion | " + " | ".join(KEY) + " | " + " | ".join(f"Δ {k}" for k in KEY) + " |")
-        print("| --- |" + " ---: |" * (2 * len(KEY)))
-        base = means["average (pixels)"]
-        for r in means:
-            d = means[r] - base
-            print(f"| {r} | " + " | ".join(f"{x:.4f}" for x in means[r]) + " | "
-                  + " | ".join(f"{x:+.4f}" for x in d) + " |")
-        print(flush=True)
+        print(delta_table(vals, "average (pixels)") + "\n", flush=True)
     print(f"{time.time() - t0:.0f} s")
 
 

@@ -19,11 +19,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
-
-SETS = [("ivif", "ivif/tno"), ("ivif", "ivif/roadscene"), ("mff", "mff/lytro"), ("mef", "mef/mefb")]
-KEY = ("Qabf", "SSIM", "VIF")
+from eval_subsets import KEY, SETS, delta_table, eval_root, spaced_pairs  # noqa: E402
 
 
 def main() -> None:
@@ -36,21 +35,18 @@ def main() -> None:
     from PIL import Image
 
     from ditfuse_core import baselines, evaluation, images as imgs
-    from ditfuse_core.m3 import default_data_root
     from ditfuse_core.metrics import compute_metrics
     from ditfuse_core.pipeline import DiTFusePipeline
 
-    root = Path(a.eval) if a.eval else default_data_root() / "eval"
-    if not root.is_dir():
-        print(f"no eval data at {root}: skipped")
+    root = eval_root(a.eval)
+    if root is None:
         return
     pipe = DiTFusePipeline.from_pretrained(a.model)
     sides = sorted({min(int(s), pipe.largest_side) for s in a.sides.split(",")})
     print(f"model {pipe.name}, {a.pairs} pairs per set; Qabf, SSIM (mean of the two), VIF (sum), gray 0-255; "
           f"Δ = difference to averaging the pixels; s = VAE encode + decode per pair\n")
     for task, sub in SETS:
-        pairs = evaluation.discover_pairs(task, root / sub)
-        pairs = pairs[:: max(1, len(pairs) // a.pairs)][: a.pairs]
+        pairs = spaced_pairs(task, root / sub, a.pairs)
         rows: dict[str, list] = {}
         for pair in pairs:
             g1, g2 = evaluation.load_image(pair.image1), evaluation.load_image(pair.image2)
@@ -67,15 +63,7 @@ def main() -> None:
                 rows.setdefault(f"max side {side}", []).append([scores[k] for k in KEY] + [secs])
         sizes = sorted({max(Image.open(p.image1).size) for p in pairs})
         print(f"**{sub}** ({len(pairs)} pairs, longest side {sizes[0]}–{sizes[-1]} px)\n")
-        print("| fusion | " + " | ".join(KEY) + " | " + " | ".join(f"Δ {k}" for k in KEY) + " | s |")
-        print("| --- |" + " ---: |" * (2 * len(KEY) + 1))
-        base = np.mean(rows["average (pixels)"], axis=0)
-        for r, v in rows.items():
-            m = np.mean(v, axis=0)
-            d = m - base
-            print(f"| {r} | " + " | ".join(f"{x:.4f}" for x in m[:3]) + " | "
-                  + " | ".join(f"{x:+.4f}" for x in d[:3]) + f" | {m[3]:.2f} |")
-        print(flush=True)
+        print(delta_table(rows, "average (pixels)", extra=("s",)) + "\n", flush=True)
 
 
 if __name__ == "__main__":
