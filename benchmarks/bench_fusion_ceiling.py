@@ -85,7 +85,7 @@ def main() -> None:
             (mean1, det1, e1), (mean2, det2, e2) = token_split(z1, patch), token_split(z2, patch)
             w = torch.sigmoid(a.beta * (e1 - e2))
             fused = {
-                "average (pixels)": (x1 + x2) / 2,
+                "average (pixels)": baselines.fuse("average", g1, g2),  # as `ditfuse eval` averages
                 "average, pipeline resampling only": back((q1 + q2) / 2),
                 "VAE: mean of the two reconstructions": back((pipe.decode(z1) + pipe.decode(z2)) / 2),
                 "VAE: decoded latent average (= bundled model)": back(pipe.decode((z1 + z2) / 2)),
