@@ -33,11 +33,14 @@ def _worker_split():
 class ImageCrops(IterableDataset):
     """Random crops (``size`` px, flips) of the source images for VAE training; a fraction ``p_degraded``
     is replaced by one of the M3 inputs (noisy, blurred, exposure-shifted, infrared-like ...) so the
-    VAE also represents what the fusion model is given."""
+    VAE also represents what the fusion model is given. ``upscale`` = (lo, hi): each crop is then enlarged
+    by U[lo, hi] (LANCZOS, as the pipeline resizes) and cropped back to ``size``: the pipeline upscales most
+    inputs to its working size, so that is the content density the VAE meets there."""
 
-    def __init__(self, sources=None, size: int = 128, seed: int = 0, p_degraded: float = 0.3, data_root=None):
+    def __init__(self, sources=None, size: int = 128, seed: int = 0, p_degraded: float = 0.3, data_root=None,
+                 upscale: tuple[float, float] = (1.0, 1.0)):
         self.sources = list(sources) if sources is not None else m3.scan_sources(data_root)
-        self.size, self.seed, self.p_degraded = size, seed, p_degraded
+        self.size, self.seed, self.p_degraded, self.upscale = size, seed, p_degraded, upscale
 
     def __iter__(self):
         wid, nw = _worker_split()
@@ -52,8 +55,23 @@ class ImageCrops(IterableDataset):
                 src = int(rng.integers(len(gen.sources)))
                 img, _, _ = gen._load(src)
                 img, _, _ = m3._random_crop(img, None, None, self.size, rng)
+            if self.upscale[1] > 1.0:
+                img = _enlarge_crop(img, float(rng.uniform(*self.upscale)), rng)
             i += nw
             yield to_tensor(img)
+
+
+def _enlarge_crop(img: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """``img`` enlarged by ``scale`` and cropped back to its own size at a random offset."""
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    nh, nw = max(h, round(h * scale)), max(w, round(w * scale))
+    if (nh, nw) == (h, w):
+        return img
+    big = np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((nw, nh), Image.LANCZOS))
+    y, x = int(rng.integers(nh - h + 1)), int(rng.integers(nw - w + 1))
+    return big[y:y + h, x:x + w]
 
 
 class FusionStream(IterableDataset):
