@@ -46,7 +46,8 @@ def _data_root(arg: str | None) -> str:
 
 CPU_FROM_SCRATCH = ("* from scratch on a 2-core CPU, VAE included (about 50 min; measured in ditfuse_core/training/README.md): "
                     "`python scripts/train_default_model.py --device cpu --vae-minutes 45 --average-init --dit-minutes 0 "
-                    "--layers 1 --intermediate 64`")
+                    "--layers 1 --intermediate 64` (the bundled VAE then also had the fine-tune of the VAE line; run it with "
+                    "`--init OUT/work/vae` and pass its folder as `--vae`)")
 
 
 def _size_mb(folder: Path) -> float:
@@ -267,6 +268,22 @@ def _last_loss(path: Path):
     return lines[-1]["loss"] if lines else None
 
 
+def _vae_line(v: dict) -> str:
+    """The card's VAE line; a fine-tuned VAE (`training.vae --init`) also names what it started from."""
+    line = (f"* VAE: f={v.get('f')}, {v.get('latent_channels')} latent channels, {v.get('params')} params, "
+            f"{v.get('steps')} steps in {v.get('wall_s')} s on {v.get('device')}, batch {v.get('batch')} × {v.get('crop')} px "
+            f"crops, scaling_factor {v.get('scaling_factor')}")
+    if v.get("trained_by"):
+        line += f" (trained by `{v['trained_by']}`)"
+    if "init" in v:
+        i = v["init"]
+        line += (f"; fine-tuned from a VAE of {i.get('steps')} steps in {i.get('wall_s')} s on {i.get('device')}, batch "
+                 f"{i.get('batch')}" + (f" (trained by `{i['trained_by']}`)" if i.get("trained_by") else "")
+                 + f", by `{v.get('command')}` (bf16 autocast: {v.get('bf16_autocast')}, crops enlarged by "
+                 f"U{tuple(v.get('upscale', (1, 1)))}, latent-mix loss weight {v.get('mix_weight', 0)})")
+    return line
+
+
 def write_card(out: Path, rec: dict) -> None:
     tr = rec["training"]
     v, d = tr["vae"], tr["transformer"]
@@ -281,7 +298,6 @@ def write_card(out: Path, rec: dict) -> None:
     else:
         intro = ["A small DiTFuse model (OmniGen architecture + a small KL VAE) trained from scratch by this repository's",
                  "own commands on M3 data synthesised from `shared/data/train` (MSRC-v2, BSDS500, RoadScene)."]
-    vae_by = f" (trained by `{v['trained_by']}`)" if v.get("trained_by") else ""
     tr_line = (f"* transformer: {d['params'] / 1e6:.2f} M params, hidden {d['config']['hidden_size']}, "
                f"{d['config']['num_layers']} layers, patch {d['config']['patch_size']}; "
                + ("constructed, 0 training steps" if constructed else
@@ -294,9 +310,7 @@ def write_card(out: Path, rec: dict) -> None:
         *([CPU_FROM_SCRATCH] if constructed else []),
         f"* device: {tr['device']}; total wall time {tr['wall_minutes']} min; torch {tr['torch']}",
         f"* data: `{tr['data']}`" + ("" if constructed else f"; task mix {d['mix']}"),
-        f"* VAE: f={v.get('f')}, {v.get('latent_channels')} latent channels, {v.get('params')} params, "
-        f"{v.get('steps')} steps in {v.get('wall_s')} s on {v.get('device')}, batch {v.get('batch')} × {v.get('crop')} px "
-        f"crops, scaling_factor {v.get('scaling_factor')}{vae_by}",
+        _vae_line(v),
         tr_line,
         f"* sampling defaults (ditfuse.json): {rec['defaults']}", "",
         "## Evaluation", "",

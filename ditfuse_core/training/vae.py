@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -261,6 +262,13 @@ def main(argv=None):
                   eval_stride=a.eval_stride, vae=init, decoder_only=a.decoder_only, grad_weight=a.grad_weight,
                   mix_weight=a.mix_weight, upscale=tuple(float(v) for v in a.upscale.split(",")))
     s.pop("log")
+    if a.init:  # provenance for the model card: what this VAE was fine-tuned from, and how
+        s["command"] = "python -m ditfuse_core.training.vae " + " ".join(sys.argv[1:] if argv is None else argv)
+        log = Path(a.init) / "train_log.json"
+        s["init"] = {k: v for k, v in json.loads(log.read_text()).items() if k != "log"} if log.exists() else {}
+        full = json.loads((Path(a.out) / "train_log.json").read_text())
+        (Path(a.out) / "train_log.json").write_text(json.dumps({**full, "command": s["command"], "init": s["init"]},
+                                                               indent=1))
     print(json.dumps(s, indent=1))
 
 
