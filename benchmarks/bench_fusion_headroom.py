@@ -7,7 +7,7 @@ rounded uint8 image). No model can do better than such an oracle on its own pair
 point where Qabf and VIF are also above averaging bounds what any fusion method can gain there; a pipeline
 whose VAE round trip alone costs more SSIM than that cannot beat averaging on all three metrics.
 
-    python benchmarks/bench_fusion_headroom.py [--pairs 2] [--iters 100] [--weights 1,0,0 1,0.05,0.02]
+    python benchmarks/bench_fusion_headroom.py [--pairs 2] [--iters 100] [--weights 1,0,0 1,0.02,0.01 1,0.05,0.02]
 """
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=2, help="pairs per set, evenly spaced")
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--lr", type=float, default=0.5, help="Adam step, gray levels")
-    ap.add_argument("--weights", nargs="+", default=["1,0,0", "1,0.05,0.02", "1,0.05,0.05"],
+    ap.add_argument("--weights", nargs="+", default=["1,0,0", "1,0.02,0.01", "1,0.05,0.02"],
                     help="w_ssim,w_qabf,w_vif per oracle row")
     ap.add_argument("--eval", default=None, help="shared/data/eval folder")
     a = ap.parse_args()
