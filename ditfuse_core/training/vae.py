@@ -122,7 +122,7 @@ def train_vae(out: str, minutes: float | None = 30.0, steps: int | None = None, 
               kl: float = 1e-6, device: str | None = None, seed: int = 0, data_root=None, workers=None,
               log_every: int = 50, vae=None, eval_root=None, eval_max_side: int = 512, eval_stride: int = 1,
               p_degraded: float = 0.15, decoder_only: bool = False, grad_weight: float = 0.0,
-              mix_weight: float = 0.0, upscale: tuple[float, float] = (1.0, 1.0)) -> dict:
+              mix_weight: float = 0.0, upscale: tuple[float, float] = (1.0, 1.0), record: dict | None = None) -> dict:
     """Train until ``minutes`` of wall time or ``steps`` (whichever comes first); the lr schedule
     (warm-up, cosine) follows the elapsed fraction of that budget. Returns a summary dict.
     ``decoder_only`` (with ``vae``): fine-tune the decoder of a trained VAE; the encoder, its latent space
@@ -130,7 +130,8 @@ def train_vae(out: str, minutes: float | None = 30.0, steps: int | None = None, 
     adds an L1 loss on horizontal/vertical differences (edge fidelity, which fusion metrics weigh).
     ``mix_weight`` adds the same reconstruction loss for decode(λ·z₁ + (1 − λ)·z₂) against λ·x₁ + (1 − λ)·x₂
     (two crops of the batch, λ ∈ [0.25, 0.75]): fusion mixes latents, and a decoder that is not linear
-    along such mixes loses detail there that it keeps on each image alone. ``upscale``: see ``ImageCrops``."""
+    along such mixes loses detail there that it keeps on each image alone. ``upscale``: see ``ImageCrops``.
+    ``record``: extra keys for the summary and train_log.json (the CLI's command and ``--init``'s record)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(seed)
     out = Path(out)
@@ -208,6 +209,7 @@ def train_vae(out: str, minutes: float | None = 30.0, steps: int | None = None, 
     summary = {"steps": step, "wall_s": round(time.time() - t0, 1), "params": n_params, "device": device,
                "batch": batch, "crop": size, "scaling_factor": scale, "f": downsample_factor(vae),
                "latent_channels": vae.config.latent_channels, "bf16_autocast": use_bf16, "log": log}
+    summary.update(record or {})
     if mix_weight or grad_weight or upscale != (1.0, 1.0) or decoder_only:
         summary.update(mix_weight=mix_weight, grad_weight=grad_weight, upscale=list(upscale),
                        decoder_only=decoder_only)
@@ -250,25 +252,22 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    init = None
+    init, record = None, None
     if a.init:
         from diffusers import AutoencoderKL
 
         init = AutoencoderKL.from_pretrained(a.init, torch_dtype=torch.float32)
+        # provenance for the model card: what this VAE was fine-tuned from, and how
+        log = Path(a.init) / "train_log.json"
+        record = {"command": "python -m ditfuse_core.training.vae " + " ".join(sys.argv[1:] if argv is None else argv),
+                  "init": {k: v for k, v in json.loads(log.read_text()).items() if k != "log"} if log.exists() else {}}
     elif a.decoder_only:
         raise SystemExit("--decoder-only needs --init")
     s = train_vae(a.out, a.minutes, a.steps, a.batch, a.size, a.lr, a.f, a.latent, a.base, a.max_ch,
                   device=a.device, seed=a.seed, data_root=a.data, workers=a.workers,
                   eval_stride=a.eval_stride, vae=init, decoder_only=a.decoder_only, grad_weight=a.grad_weight,
-                  mix_weight=a.mix_weight, upscale=tuple(float(v) for v in a.upscale.split(",")))
+                  mix_weight=a.mix_weight, upscale=tuple(float(v) for v in a.upscale.split(",")), record=record)
     s.pop("log")
-    if a.init:  # provenance for the model card: what this VAE was fine-tuned from, and how
-        s["command"] = "python -m ditfuse_core.training.vae " + " ".join(sys.argv[1:] if argv is None else argv)
-        log = Path(a.init) / "train_log.json"
-        s["init"] = {k: v for k, v in json.loads(log.read_text()).items() if k != "log"} if log.exists() else {}
-        full = json.loads((Path(a.out) / "train_log.json").read_text())
-        (Path(a.out) / "train_log.json").write_text(json.dumps({**full, "command": s["command"], "init": s["init"]},
-                                                               indent=1))
     print(json.dumps(s, indent=1))
 
 
