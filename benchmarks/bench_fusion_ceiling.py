@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
-from eval_subsets import KEY, SETS, delta_table, eval_root, spaced_pairs  # noqa: E402
+from eval_subsets import SETS, add_scores, delta_table, eval_root, spaced_pairs  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 
@@ -60,7 +60,6 @@ def main() -> None:
     ap.add_argument("--eval", default=None, help="shared/data/eval folder")
     a = ap.parse_args()
     from ditfuse_core import baselines, evaluation, images as imgs
-    from ditfuse_core.metrics import compute_metrics
     from ditfuse_core.pipeline import DiTFusePipeline
 
     root = eval_root(a.eval)
@@ -96,8 +95,7 @@ def main() -> None:
                 **{m: baselines.fuse(m, g1, g2) for m in ("gff", "lp", "mertens")},
             }
             for r, f in fused.items():
-                scores = compute_metrics(g1, g2, np.clip(np.round(f), 0, 255).astype(np.uint8), list(KEY), task)
-                vals.setdefault(r, []).append([scores[k] for k in KEY])
+                add_scores(vals, r, task, g1, g2, f)
         print(f"**{sub}** ({len(pairs)} pairs)\n")
         print(delta_table(vals, "average (pixels)") + "\n", flush=True)
     print(f"{time.time() - t0:.0f} s")

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from eval_subsets import KEY, SETS, delta_table, eval_root, spaced_pairs  # noqa: E402
+from eval_subsets import SETS, add_scores, delta_table, eval_root, spaced_pairs  # noqa: E402
 
 from ditfuse_core.metrics import qabf as Q  # noqa: E402
 from ditfuse_core.metrics import ssim as S  # noqa: E402
@@ -114,7 +114,6 @@ def main() -> None:
     ap.add_argument("--eval", default=None, help="shared/data/eval folder")
     a = ap.parse_args()
     from ditfuse_core import evaluation
-    from ditfuse_core.metrics import compute_metrics
     from ditfuse_core.metrics.convert import to_gray
 
     root = eval_root(a.eval)
@@ -133,9 +132,7 @@ def main() -> None:
             fused = {"average (gray)": (a1 + a2) / 2}
             fused.update({f"oracle w = {w}": oracle(a1, a2, w, a.iters, a.lr) for w in weights})
             for r, f in fused.items():
-                img = np.clip(np.round(f), 0, 255).astype(np.uint8)
-                scores = compute_metrics(a1, a2, img, list(KEY), task)
-                vals.setdefault(r, []).append([scores[k] for k in KEY])
+                add_scores(vals, r, task, a1, a2, f)
         print(f"**{sub}** ({len(pairs)} pairs)\n")
         print(delta_table(vals, "average (gray)") + "\n", flush=True)
     print(f"{time.time() - t0:.0f} s")

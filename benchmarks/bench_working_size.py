@@ -21,8 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import numpy as np  # noqa: E402
-from eval_subsets import KEY, SETS, delta_table, eval_root, spaced_pairs  # noqa: E402
+from eval_subsets import SETS, add_scores, delta_table, eval_root, spaced_pairs  # noqa: E402
 
 
 def main() -> None:
@@ -35,7 +34,6 @@ def main() -> None:
     from PIL import Image
 
     from ditfuse_core import baselines, evaluation, images as imgs
-    from ditfuse_core.metrics import compute_metrics
     from ditfuse_core.pipeline import DiTFusePipeline
 
     root = eval_root(a.eval)
@@ -51,16 +49,14 @@ def main() -> None:
         for pair in pairs:
             g1, g2 = evaluation.load_image(pair.image1), evaluation.load_image(pair.image2)
             p1, p2 = Image.fromarray(g1).convert("RGB"), Image.fromarray(g2).convert("RGB")
-            scores = compute_metrics(g1, g2, baselines.fuse("average", g1, g2), list(KEY), task)
-            rows.setdefault("average (pixels)", []).append([scores[k] for k in KEY] + [0.0])
+            add_scores(rows, "average (pixels)", task, g1, g2, baselines.fuse("average", g1, g2), (0.0,))
             for side in sides:
                 t = time.perf_counter()
                 (q1, q2), sizes = pipe.preprocess([p1, p2], side)
                 z = (pipe.encode(q1, sample=False) + pipe.encode(q2, sample=False)) / 2
                 f = imgs.restore(pipe.decode(z), sizes[0])[0].numpy() * 255
                 secs = time.perf_counter() - t
-                scores = compute_metrics(g1, g2, np.clip(np.round(f), 0, 255).astype(np.uint8), list(KEY), task)
-                rows.setdefault(f"max side {side}", []).append([scores[k] for k in KEY] + [secs])
+                add_scores(rows, f"max side {side}", task, g1, g2, f, (secs,))
         sizes = sorted({max(Image.open(p.image1).size) for p in pairs})
         print(f"**{sub}** ({len(pairs)} pairs, longest side {sizes[0]}–{sizes[-1]} px)\n")
         print(delta_table(rows, "average (pixels)", extra=("s",)) + "\n", flush=True)

@@ -29,6 +29,15 @@ def spaced_pairs(task: str, folder: Path, n: int) -> list:
     return pairs[:: max(1, len(pairs) // n)][:n]
 
 
+def add_scores(rows: dict[str, list], name: str, task: str, g1, g2, fused, extra: tuple = ()) -> None:
+    """Append KEY scores of `fused` (rounded to uint8, as a saved image) against the pair, then `extra`, to rows[name]."""
+    from ditfuse_core.metrics import compute_metrics
+
+    img = np.clip(np.round(fused), 0, 255).astype(np.uint8)
+    scores = compute_metrics(g1, g2, img, list(KEY), task)
+    rows.setdefault(name, []).append([scores[k] for k in KEY] + list(extra))
+
+
 def delta_table(rows: dict[str, list[list[float]]], base: str, extra: tuple[str, ...] = ()) -> str:
     """Markdown: per row the mean of KEY (then of `extra` columns) over pairs, and KEY minus row `base`'s."""
     means = {r: np.mean(v, axis=0) for r, v in rows.items()}
