@@ -57,3 +57,34 @@ def test_frozen_names_exist(setup):
     for prefix in average_init.FROZEN:
         assert any(n.startswith(prefix) for n in names), prefix
     assert not any(n.startswith("norm.") for n in names if n.startswith("norm_out"))
+
+
+def test_a_latent_map_moves_the_target_to_the_mapped_average(setup):
+    _, c1, c2, branch, g = setup
+    torch.manual_seed(0)
+    model = DiTFuseTransformer(**average_init.config(layers=1, intermediate=64)).eval()
+    m = torch.eye(16) + 0.1 * torch.randn(16, 16, generator=g)
+    average_init.init_average(model, latent_map=m)
+    c = torch.einsum("ij,bjhw->bihw", m, (c1 + c2) / 2)
+    x = torch.randn(c.shape, generator=g)
+    with torch.no_grad():
+        for i in range(4):
+            x = x + model.forward_branch(x, torch.tensor([i / 4]), branch, [c1, c2]) / 4
+    assert float((x - c).norm() / c.norm()) < 0.01
+
+
+def test_bright_tokens_land_on_the_average_too(setup):
+    """Saturated regions of real images have latent RMS ≈ 4 (|c|² ≈ 4000 per token, 10× the nominal): the
+    time channel must outweigh that, or Euler's last step keeps a few per cent of their noise."""
+    model, c1, c2, branch, g = setup
+    c1, c2 = c1.clone(), c2.clone()
+    c1[..., :8, :8] = 4.0 + 0.3 * torch.randn(1, 16, 8, 8, generator=g)
+    c2[..., :8, :8] = 3.5 + 0.3 * torch.randn(1, 16, 8, 8, generator=g)
+    c = (c1 + c2) / 2
+    x = torch.randn(c.shape, generator=g)
+    with torch.no_grad():
+        for i in range(4):
+            x = x + model.forward_branch(x, torch.tensor([i / 4]), branch, [c1, c2]) / 4
+    per_token = torch.nn.functional.avg_pool2d((x - c).pow(2).sum(1, keepdim=True), 4).sqrt()
+    scale = torch.nn.functional.avg_pool2d(c.pow(2).sum(1, keepdim=True), 4).sqrt()
+    assert float((per_token / scale).max()) < 0.005

@@ -16,7 +16,8 @@ Layer 0: heads 0–3 take each output token to the input tokens at its grid posi
 pairs that do not rotate, plus an input-marker bonus), average them and subtract the average from the
 token's own content, leaving E(x_t − c); head 4 brings ±A0(1 − t). The final LayerNorm then divides by
 σ ∝ (1 − t)·sqrt(|x0 − c|² + 2A0²), and proj_out = −σ-scale·Eᵀ gives v = (c − x_t)/(1 − t): the
-straight flow to c = the latent average, which Euler reaches at t = 1 for any step count.
+straight flow to c = the latent average, which Euler reaches at t = 1 for any step count. With a latent map
+M (`detail_map`: a linear map of each latent pixel's channels) the values carry M·z, and c = M·average.
 """
 from __future__ import annotations
 
@@ -36,8 +37,12 @@ FREE = list(range(313, 320))
 # so both images get equal attention weight, and their own queries are weak (they barely attend to themselves,
 # which would erase their content). Output tokens' marker is RATIO× smaller, so an output query's position
 # logits against other output tokens are RATIO× those against input tokens: the input bonus B_INPUT outweighs
-# that. Layer 0's MLP shrinks both markers to MARK_AFTER for the later layers.
-MARK_IN, RATIO, MARK_AFTER, A0, MARK_T = 10000.0, 20.0, 30.0, 50.0, 5000.0
+# that. Layer 0's MLP shrinks both markers to MARK_AFTER for the later layers. A0 sets the time channel that
+# the final LayerNorm divides by: it has to outweigh |x0 − c| (v's magnitude is off by the factor
+# sqrt((R2_NOMINAL + 2A0²) / (|x0 − c|² + 2A0²)), and Euler's last step keeps that much of the noise). Bright
+# or saturated tokens of a real image reach |c|² ≈ 4000 (latent RMS 4); at A0 = 50 they kept ~4 % noise
+# (decoded 46 dB from the latent average on a Lytro pair, SSIM −0.006 on five), at 500 ~0.1 % (61 dB).
+MARK_IN, RATIO, MARK_AFTER, A0, MARK_T = 10000.0, 20.0, 30.0, 500.0, 5000.0
 G_ALIGN, B_TIME = 10.0, 30.0  # logit per matching (axis, frequency); bonus for the time token in head 4
 B_INPUT = 12 * G_ALIGN * (RATIO - 1) + 12 * G_ALIGN  # beats an output token's match with itself by 12·G
 # the construction itself stays fixed in training (Adam's steps would soon undo its exact cancellations)
@@ -120,10 +125,11 @@ def _align_head(attn, head: int, rms_q: float, rms_k: float, gain: float, bonus:
 
 
 @torch.no_grad()
-def init_average(model, seed: int = 0) -> dict:
+def init_average(model, seed: int = 0, latent_map: torch.Tensor | None = None) -> dict:
     """Overwrite ``model`` (built from :func:`config`, default random init) with the averaging construction.
     Layers ≥ 1 keep their random q/k/v and MLP input weights, get the alignment prior on head 0, and start
-    with zero output projections."""
+    with zero output projections. ``latent_map`` [C, C] (e.g. `detail_map.fit_detail_map`): the flow goes to
+    M·c instead, M applied to every latent pixel of the average (in the values heads 0–3 read)."""
     cfg = model.config
     assert cfg.hidden_size == HIDDEN and cfg.num_attention_heads == HIDDEN // HEAD_DIM
     p, ch = cfg.patch_size, cfg.in_channels
@@ -185,7 +191,10 @@ def init_average(model, seed: int = 0) -> dict:
     attn.to_q.weight[4 * HEAD_DIM + s0, M_OUT[0]] = beta
     attn.to_k.weight[4 * HEAD_DIM + s0, M_T[0]] = beta
     attn.to_v.weight.zero_()
-    attn.to_v.weight[:256] = f32(E.T)
+    values = E.T
+    if latent_map is not None:  # E's columns are (channel, row, col): M acts on the channel index
+        values = torch.kron(latent_map.to(torch.float64), torch.eye(p * p, dtype=torch.float64)) @ E.T
+    attn.to_v.weight[:256] = f32(values)
     attn.to_v.weight[256, T_DIM[0]] = 1.0
     attn.to_out[0].weight.zero_()
     attn.to_out[0].weight[:, :256] = f32(-rms_in * E)
