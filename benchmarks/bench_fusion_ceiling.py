@@ -2,11 +2,12 @@
 
 Why: the model issue asks the bundled model to beat averaging on Qabf, SSIM and VIF. This prints, per eval
 set, averaging done in pixels, after the pipeline's resampling alone, and through the VAE (mean of the two
-reconstructions; decoded latent average = what the constructed bundled model outputs), beside two probes
-of the room above averaging: a contrast-matched average in pixels (SSIM's own optimum direction: local
-contrast raised to the sources' RMS contrast) and a soft per-token selection of the more detailed input in
-latent space (what an attention head can do; also with the tokens' means averaged, so brightness stays
-smooth), and the classical baselines.
+reconstructions; decoded latent average = what the construction outputs without a detail map) and the
+model itself (the pipeline with its defaults), beside probes of the room above averaging: a contrast-matched
+average in pixels (SSIM's own optimum direction: local contrast raised to the sources' RMS contrast), the
+unsharp-masked pixel average (what the bundled model's detail map imitates in latent space) and a soft
+per-token selection of the more detailed input in latent space (what an attention head can do; also with
+the tokens' means averaged, so brightness stays smooth), and the classical baselines.
 
     python benchmarks/bench_fusion_ceiling.py [--pairs 5] [--model FOLDER] [--beta 0.1]
 """
@@ -60,6 +61,7 @@ def main() -> None:
     ap.add_argument("--eval", default=None, help="shared/data/eval folder")
     a = ap.parse_args()
     from ditfuse_core import baselines, evaluation, images as imgs
+    from ditfuse_core.training.detail_map import unsharp
     from ditfuse_core.pipeline import DiTFusePipeline
 
     root = eval_root(a.eval)
@@ -87,8 +89,11 @@ def main() -> None:
                 "average (pixels)": baselines.fuse("average", g1, g2),  # as `ditfuse eval` averages
                 "average, pipeline resampling only": back((q1 + q2) / 2),
                 "VAE: mean of the two reconstructions": back((pipe.decode(z1) + pipe.decode(z2)) / 2),
-                "VAE: decoded latent average (= bundled model)": back(pipe.decode((z1 + z2) / 2)),
+                "VAE: decoded latent average (the construction without a detail map)": back(pipe.decode((z1 + z2) / 2)),
+                "the model (pipeline, its defaults)":
+                    np.asarray(pipe.fuse(p1, p2, task=task, seed=0)[0].convert("RGB"), np.float64),
                 "probe: contrast-matched average (pixels)": contrast_matched_average(x1, x2),
+                "probe: unsharp-masked average (pixels; σ 2, amount 0.15)": unsharp((x1 + x2) / 2, 2.0, 0.15),
                 f"probe: latent token selection (beta {a.beta:g})": back(pipe.decode(w * z1 + (1 - w) * z2)),
                 f"probe: latent detail selection, token means averaged (beta {a.beta:g})":
                     back(pipe.decode((mean1 + mean2) / 2 + w * det1 + (1 - w) * det2)),

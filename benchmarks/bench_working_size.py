@@ -2,8 +2,8 @@
 
 Why: the small VAE (f = 4) loses fine detail; upscaling the inputs before encoding moves that detail to
 frequencies it keeps, and the resampling back costs less than the VAE saves. This measures it on the
-eval sets: per max side, the bundled model's output (the decoded latent average, which the constructed
-transformer computes exactly; posterior means) against averaging the pixels, with the VAE time per pair.
+eval sets: per max side, the decoded latent average (what the constructed transformer computes before its
+detail map; posterior means) against averaging the pixels, with the VAE time per pair.
 Sizes above the model's position table (1024 for ditfuse-tiny) are clamped to it.
 
     python benchmarks/bench_working_size.py [--sides 512,768,1024] [--pairs 5] [--model FOLDER]

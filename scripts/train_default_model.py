@@ -83,6 +83,10 @@ def main(argv=None):
     ap.add_argument("--average-init", action="store_true",
                     help="start from the constructed 'average the inputs' weights (training/average_init.py): "
                          "hidden 320, embeddings, layer 0 and read-out frozen, later layers trained")
+    ap.add_argument("--detail", default=None, metavar="SIGMA,AMOUNT",
+                    help="with --average-init: the flow goes to a detail-mapped average, the per-latent-pixel map "
+                         "fitted to unsharp masking (sigma px at the working size, amount) on training crops "
+                         "(training/detail_map.py)")
     ap.add_argument("--cond-dropout", type=float, default=0.1,
                     help="fraction of rows trained without instruction and images (for guidance); 0 when the model "
                          "is only ever sampled with cfg = img_cfg = 1")
@@ -172,6 +176,7 @@ def main(argv=None):
 
     torch.manual_seed(a.seed)
     model = DiTFuseTransformer(**init)
+    latent_map = None
     if a.init_transformer:
         src = Path(a.init_transformer)
         src = src / "transformer" if (src / "transformer").is_dir() else src
@@ -180,7 +185,15 @@ def main(argv=None):
         print(f"initialised the transformer from {src}", flush=True)
         del base
     elif a.average_init:
-        average_init.init_average(model, seed=a.seed)
+        if a.detail:
+            from ditfuse_core import m3
+            from ditfuse_core.training.detail_map import fit_detail_map
+
+            sigma, amount = (float(x) for x in a.detail.split(","))
+            latent_map, detail_rec = fit_detail_map(vae.to("cpu", torch.float32), m3.scan_sources(data),
+                                                    sigma=sigma, amount=amount, seed=a.seed)
+            print(f"detail map fitted: {detail_rec}", flush=True)
+        average_init.init_average(model, seed=a.seed, latent_map=latent_map)
         print("constructed 'average the inputs' initialisation; frozen: " + ", ".join(average_init.FROZEN), flush=True)
     elif a.align_init:
         recipes.align_attention_init(model, a.align_init, quiet=a.quiet_init)
@@ -197,6 +210,8 @@ def main(argv=None):
                        "note": "not trained: exported as initialised"}
     else:
         dit_summary = tr.fit()
+    if latent_map is not None:
+        dit_summary["detail_map"] = detail_rec
     print(json.dumps(dit_summary), flush=True)
     # export the EMA weights unless the raw ones do better on held-out batches (short runs)
     use_ema = False
@@ -284,6 +299,14 @@ def _vae_line(v: dict) -> str:
     return line
 
 
+def _detail_text(rec: dict | None) -> str:
+    if not rec:
+        return ""
+    return (f"; detail map fitted to unsharp masking (σ {rec['sigma']:g} px, amount {rec['amount']:g} at the working "
+            f"size) on {rec['crops']} crops of {rec['size']} px enlarged {rec['upscale']:g}×, relative residual "
+            f"{rec['relative_residual']}")
+
+
 def write_card(out: Path, rec: dict) -> None:
     tr = rec["training"]
     v, d = tr["vae"], tr["transformer"]
@@ -292,7 +315,11 @@ def write_card(out: Path, rec: dict) -> None:
         intro = ["A small DiTFuse model: the OmniGen architecture at a small size over a small KL VAE. The VAE is",
                  "trained by this repository's own command on `shared/data/train`; the transformer is *constructed*,",
                  "not trained (`ditfuse_core/training/average_init.py`): its weights compute the straight flow to the",
-                 "average of the two input images' latents, so a fusion is exactly the latent average, decoded.",
+                 *(["average of the two input images' latents, sharpened by a detail map: the flow goes to M·average,",
+                    "M a linear map of each latent pixel's channels fitted on training crops to approximate unsharp",
+                    "masking (`ditfuse_core/training/detail_map.py`), which gives back detail contrast averaging loses."]
+                   if d.get("detail_map") else
+                   ["average of the two input images' latents, so a fusion is exactly the latent average, decoded."]),
                  "Training from this starting point is in the recipe (`--average-init` with `--dit-minutes N`); runs",
                  "of up to an hour on this 2-core CPU did not improve on it (see ditfuse_core/training/README.md)."]
     else:
@@ -300,7 +327,7 @@ def write_card(out: Path, rec: dict) -> None:
                  "own commands on M3 data synthesised from `shared/data/train` (MSRC-v2, BSDS500, RoadScene)."]
     tr_line = (f"* transformer: {d['params'] / 1e6:.2f} M params, hidden {d['config']['hidden_size']}, "
                f"{d['config']['num_layers']} layers, patch {d['config']['patch_size']}; "
-               + ("constructed, 0 training steps" if constructed else
+               + ("constructed, 0 training steps" + _detail_text(d.get("detail_map")) if constructed else
                   f"{d['steps']} steps in {d['wall_s']} s, batch {d['batch']}, crop sizes {d['sizes']}, lr {d['lr']}, "
                   f"EMA {d['ema']}, bf16: {d.get('mixed_precision')}"))
     lines = [
