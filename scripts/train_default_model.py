@@ -45,8 +45,8 @@ def _data_root(arg: str | None) -> str:
 
 
 CPU_FROM_SCRATCH = ("* from scratch on a 2-core CPU, VAE included (about 50 min; measured in ditfuse_core/training/README.md): "
-                    "`python scripts/train_default_model.py --device cpu --vae-minutes 45 --average-init --dit-minutes 0 "
-                    "--layers 1 --intermediate 64` (the bundled VAE then also had the fine-tune of the VAE line; run it with "
+                    "`python scripts/train_default_model.py --device cpu --vae-minutes 45 --average-init --detail 2,0.3 "
+                    "--dit-minutes 0 --layers 1 --intermediate 64` (the bundled VAE then also had the fine-tune of the VAE line; run it with "
                     "`--init OUT/work/vae` and pass its folder as `--vae`)")
 
 
