@@ -121,6 +121,8 @@ def main(argv=None):
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if a.detail and not a.average_init:
+        ap.error("--detail shapes the constructed transformer: use it with --average-init")
     data = _data_root(a.data)
     out = Path(a.out)
     work = Path(a.work) if a.work else out / "work"
@@ -190,8 +192,8 @@ def main(argv=None):
             from ditfuse_core.training.detail_map import fit_detail_map
 
             sigma, amount = (float(x) for x in a.detail.split(","))
-            latent_map, detail_rec = fit_detail_map(vae.to("cpu", torch.float32), m3.scan_sources(data),
-                                                    sigma=sigma, amount=amount, seed=a.seed)
+            latent_map, detail_rec = fit_detail_map(vae, m3.scan_sources(data), sigma=sigma, amount=amount,
+                                                    seed=a.seed)
             print(f"detail map fitted: {detail_rec}", flush=True)
         average_init.init_average(model, seed=a.seed, latent_map=latent_map)
         print("constructed 'average the inputs' initialisation; frozen: " + ", ".join(average_init.FROZEN), flush=True)

@@ -37,7 +37,7 @@ def fit_detail_map(vae, sources, sigma: float = 2.0, amount: float = 0.3, crops:
         x = next(it)
         sharp = to_tensor(unsharp(to_uint8(x).astype(np.float64), sigma, amount).round().astype(np.uint8))
         for pix, acc in ((x, src), (sharp, dst)):
-            z = vae_mod.encode(vae, pix[None], sample=False)[0].double()
+            z = vae_mod.encode(vae, pix[None], sample=False)[0].double().cpu()
             acc.append(z.reshape(z.shape[0], -1).T)
     zs, zt = torch.cat(src), torch.cat(dst)
     m = torch.linalg.lstsq(zs, zt).solution.T  # zt ≈ zs @ m.T, i.e. z' = M z per latent pixel
