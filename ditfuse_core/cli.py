@@ -25,7 +25,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--cfg", type=float, default=None)
     s.add_argument("--img-cfg", type=float, default=None)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--max-side", type=int, default=None)
+    s.add_argument("--max-side", type=int, default=None, help="longest side the inputs are resized to")
+    s.add_argument("--min-scale", type=float, default=None,
+                   help="work at least this much enlarged, up to the position table (bundled model: 2; 0: off)")
 
 
 def _load(args):
@@ -57,7 +59,8 @@ class _Bar:
 
 
 def _kw(args) -> dict:
-    return dict(steps=args.steps, cfg=args.cfg, img_cfg=args.img_cfg, seed=args.seed, max_side=args.max_side)
+    return dict(steps=args.steps, cfg=args.cfg, img_cfg=args.img_cfg, seed=args.seed, max_side=args.max_side,
+                min_scale=args.min_scale)
 
 
 def _save(image, out: str) -> None:

@@ -70,10 +70,21 @@ class DiTFusePipeline:
         lora_mod.set_strength(self.transformer, strength)
 
     # ---- stages --------------------------------------------------------------------------------------
-    def preprocess(self, images, max_side: int | None = None):
-        """Images → (list of [1,3,h,w] in [-1,1], list of original (W,H))."""
-        pils = imgs.to_pil_list(images)
+    def working_side(self, size: tuple[int, int], max_side: int | None = None,
+                     min_scale: float | None = None) -> int:
+        """Longest side the inputs are resized to: max_side (the authors' rule), raised to min_scale × image
+        1's longest side where the model asks for it (defaults' "min_scale": a small VAE keeps an image's
+        detail only when it works on an enlarged copy), never above the position table."""
         side = min(int(max_side or self.defaults["max_side"]), self.largest_side)
+        scale = self.defaults.get("min_scale") if min_scale is None else min_scale
+        if scale:
+            side = max(side, min(int(float(scale) * max(size)), self.largest_side))
+        return side
+
+    def preprocess(self, images, max_side: int | None = None, min_scale: float | None = None):
+        """Images → (list of [1,3,h,w] in [-1,1], list of original (W,H)); all at one working side."""
+        pils = imgs.to_pil_list(images)
+        side = self.working_side(pils[0].size, max_side, min_scale)
         return [imgs.prepare(p, side, self.token_pixels) for p in pils], [p.size for p in pils]
 
     def encode(self, pixels: torch.Tensor, seed: int | None = 0, sample: bool = True) -> torch.Tensor:
@@ -148,7 +159,7 @@ class DiTFusePipeline:
     # ---- tasks ---------------------------------------------------------------------------------------
     def generate(self, instruction: str, images: list, seed: int = 0, steps: int | None = None,
                  cfg: float | None = None, img_cfg: float | None = None, max_side: int | None = None,
-                 progress: Callable[[int, int], None] | None = None):
+                 min_scale: float | None = None, progress: Callable[[int, int], None] | None = None):
         """Run one instruction over batches of inputs. `images` is a list with one entry per `<|image_k|>`;
         each entry is a single image or a batch (PIL list or [B,H,W,C] tensor). Batches of 1 broadcast.
         Returns a list of PIL images (PIL input) or a [B,H,W,3] tensor (tensor input), at image 1's
@@ -163,7 +174,7 @@ class DiTFusePipeline:
         groups = [g * n if len(g) == 1 else g for g in groups]
         pixels, sizes = [], []
         for i in range(n):
-            pix, sz = self.preprocess([g[i] for g in groups], max_side)
+            pix, sz = self.preprocess([g[i] for g in groups], max_side, min_scale)
             pixels.append(pix)
             sizes.append(sz[0])
         latents = self.sample_prepared(instruction, pixels, seed=seed, steps=steps, cfg=cfg, img_cfg=img_cfg,

@@ -93,8 +93,9 @@ SAMPLING_INPUTS = lambda: [  # noqa: E731
                    tooltip="Image guidance (the authors use 1.6)."),
 ]
 MAX_SIDE = lambda: io.Int.Input("max_side", default=1024, min=64, max=4096, step=16,  # noqa: E731
-                                tooltip="Inputs are resized so the longest side is this (multiple of 16); the "
-                                        "output is restored to image 1's original size.")
+                                tooltip="Inputs are resized so the longest side is this (multiple of 16); a "
+                                        "model may ask for more (the bundled one works at least 2x enlarged, up "
+                                        "to 2048 px). The output is restored to image 1's original size.")
 
 
 # ---- nodes -------------------------------------------------------------------------------------------------

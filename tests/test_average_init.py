@@ -88,3 +88,25 @@ def test_bright_tokens_land_on_the_average_too(setup):
     per_token = torch.nn.functional.avg_pool2d((x - c).pow(2).sum(1, keepdim=True), 4).sqrt()
     scale = torch.nn.functional.avg_pool2d(c.pow(2).sum(1, keepdim=True), 4).sqrt()
     assert float((per_token / scale).max()) < 0.005
+
+
+@pytest.mark.parametrize("shape", [(4 * 128, 8), (8, 4 * 128)])
+def test_every_token_of_the_largest_grid_finds_its_own_position(shape):
+    """The bundled model works at up to 2048 px (128 tokens of 16 px a side): the position code has to tell
+    all 128 tokens of a row or column apart, or an output token would average the wrong input tokens."""
+    torch.manual_seed(0)
+    model = DiTFuseTransformer(**average_init.config(layers=1, intermediate=64)).eval()
+    assert model.config.pos_embed_max_size == average_init.GRID == 128
+    average_init.init_average(model)
+    g = torch.Generator().manual_seed(5)
+    c1, c2 = (torch.randn(1, 16, *shape, generator=g) for _ in range(2))
+    n = shape[0] * shape[1] // 16
+    branch = build_branch(load_tokenizer(), prompts.wrap(prompts.fusion_prompt("mef")), [n, n])
+    c = (c1 + c2) / 2
+    x = torch.randn(c.shape, generator=g)
+    with torch.no_grad():
+        for i in range(4):
+            x = x + model.forward_branch(x, torch.tensor([i / 4]), branch, [c1, c2]) / 4
+    per_token = torch.nn.functional.avg_pool2d((x - c).pow(2).sum(1, keepdim=True), 4).sqrt()
+    scale = torch.nn.functional.avg_pool2d(c.pow(2).sum(1, keepdim=True), 4).sqrt()
+    assert float((per_token / scale).max()) < 0.01

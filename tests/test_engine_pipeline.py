@@ -119,6 +119,26 @@ def test_max_side_is_clamped_to_the_position_table(pipe):
         pipe.sample(cond, steps=1, latent_size=too_big)
 
 
+def test_min_scale_enlarges_inputs_beyond_max_side_up_to_the_position_table(pipe):
+    """A model's "min_scale" default (the bundled one: 2) works at least that much enlarged, where max_side
+    (the authors' rule: longest side = max_side) would enlarge less; never above the position table; 0 turns
+    it off. All inputs of a call share image 1's working side."""
+    top, px = pipe.largest_side, pipe.token_pixels
+    w = top // 3 // px * px
+    assert pipe.working_side((w, w // 2), max_side=px, min_scale=0) == px
+    assert pipe.working_side((w, w // 2), max_side=px, min_scale=2) == 2 * w
+    assert pipe.working_side((w, w // 2), max_side=top, min_scale=2) == top
+    assert pipe.working_side((top, 10), max_side=px, min_scale=2) == top
+    saved = dict(pipe.defaults)
+    try:
+        pipe.defaults["min_scale"] = 2
+        pix, sizes = pipe.preprocess([_img(w, w // 2, 1), _img(w // 2, w // 2, 2)], max_side=px)
+        assert [tuple(p.shape[-2:]) for p in pix] == [(w, 2 * w), (2 * w, 2 * w)] and sizes[0] == (w, w // 2)
+    finally:
+        pipe.defaults.clear()
+        pipe.defaults.update(saved)
+
+
 def test_batches_broadcast_and_every_item_is_processed(pipe):
     a = torch.rand(3, 48, 64, 3)
     b = torch.rand(1, 48, 64, 3)

@@ -27,7 +27,10 @@ import torch
 
 HIDDEN, HEAD_DIM = 320, 64
 NOPE_PAIRS = range(19, 32)          # rotary pairs with an "infinite" factor: they do not rotate
-FREQS = [math.pi / 2 ** (k + 1) for k in range(6)]  # periods 4 … 128 tokens: unique within 64 × 64
+FREQS = [math.pi / 2 ** (k + 1) for k in range(6)]  # periods 4 … 128 tokens: unique within 128 × 128
+# the position table: 128 tokens of 16 px = 2048 px per side (what the code keeps unique); a neighbour one
+# token off still loses 13.9·G_ALIGN logits, one 64 tokens off 2·G_ALIGN
+GRID = 128
 S = list(range(0, 257))
 CODE = list(range(257, 281))
 MIRROR = list(range(281, 305))
@@ -51,9 +54,10 @@ R2_NOMINAL = 256.0 + 150.0  # E|x0 − c|² per token (unit-variance noise, aver
 
 
 def config(latent_channels: int = 16, patch_size: int = 4, layers: int = 6, intermediate: int = 1024,
-           pos_embed_max_size: int = 64) -> dict:
+           pos_embed_max_size: int = GRID) -> dict:
     """OmniGen architecture at hidden 320; rotary pairs NOPE_PAIRS are position-free (factor 1e9)."""
     assert latent_channels * patch_size ** 2 == 256, "the layout holds a 256-dim patch vector"
+    assert pos_embed_max_size <= GRID, f"the position code is unique within {GRID} tokens per side"
     factors = [1e9 if i in NOPE_PAIRS else 1.0 for i in range(HEAD_DIM // 2)]
     return dict(in_channels=latent_channels, patch_size=patch_size, hidden_size=HIDDEN, rms_norm_eps=1e-5,
                 num_attention_heads=HIDDEN // HEAD_DIM, num_key_value_heads=HIDDEN // HEAD_DIM,
