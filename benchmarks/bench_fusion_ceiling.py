@@ -70,7 +70,8 @@ def main() -> None:
     pipe = DiTFusePipeline.from_pretrained(a.model)
     patch = pipe.transformer.config.patch_size
     t0 = time.time()
-    print(f"model {pipe.name}, max side {pipe.defaults['max_side']}, {a.pairs} pairs per set; Qabf, SSIM (mean of the two), "
+    print(f"model {pipe.name}, max side {pipe.defaults['max_side']}, min scale {pipe.defaults.get('min_scale')}, "
+          f"{a.pairs} pairs per set; Qabf, SSIM (mean of the two), "
           "VIF (sum), gray 0-255; Δ = difference to average (pixels)\n")
     for task, sub in SETS:
         pairs = spaced_pairs(task, root / sub, a.pairs)
