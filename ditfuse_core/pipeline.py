@@ -73,10 +73,13 @@ class DiTFusePipeline:
     def working_side(self, size: tuple[int, int], max_side: int | None = None,
                      min_scale: float | None = None) -> int:
         """Longest side the inputs are resized to: max_side (the authors' rule), raised to min_scale × image
-        1's longest side where the model asks for it (defaults' "min_scale": a small VAE keeps an image's
-        detail only when it works on an enlarged copy), never above the position table."""
+        1's longest side, never above the position table. Without max_side (None or 0) both come from the
+        model's defaults (the bundled model's "min_scale" 2: its small VAE keeps an image's detail only when it
+        works on an enlarged copy); an explicit max_side is taken as asked, with min_scale only if given too."""
+        if min_scale is None and not max_side:
+            min_scale = self.defaults.get("min_scale")
         side = min(int(max_side or self.defaults["max_side"]), self.largest_side)
-        scale = self.defaults.get("min_scale") if min_scale is None else min_scale
+        scale = min_scale
         if scale:
             side = max(side, min(int(float(scale) * max(size)), self.largest_side))
         return side

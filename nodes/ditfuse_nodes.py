@@ -92,10 +92,11 @@ SAMPLING_INPUTS = lambda: [  # noqa: E731
     io.Float.Input("img_cfg", default=1.6, min=0.0, max=20.0, step=0.05, round=0.01,
                    tooltip="Image guidance (the authors use 1.6)."),
 ]
-MAX_SIDE = lambda: io.Int.Input("max_side", default=1024, min=64, max=4096, step=16,  # noqa: E731
-                                tooltip="Inputs are resized so the longest side is this (multiple of 16); a "
-                                        "model may ask for more (the bundled one works at least 2x enlarged, up "
-                                        "to 2048 px). The output is restored to image 1's original size.")
+MAX_SIDE = lambda: io.Int.Input("max_side", default=0, min=0, max=4096, step=16,  # noqa: E731
+                                tooltip="Inputs are resized so the longest side is this (multiple of 16). 0: the "
+                                        "model's own working size (OmniGen-v1: 1024; the bundled model: 1024 and "
+                                        "at least 2x enlarged, up to 2048 px, slower on large images). The "
+                                        "output is restored to image 1's original size.")
 
 
 # ---- nodes -------------------------------------------------------------------------------------------------

@@ -122,7 +122,8 @@ def test_max_side_is_clamped_to_the_position_table(pipe):
 def test_min_scale_enlarges_inputs_beyond_max_side_up_to_the_position_table(pipe):
     """A model's "min_scale" default (the bundled one: 2) works at least that much enlarged, where max_side
     (the authors' rule: longest side = max_side) would enlarge less; never above the position table; 0 turns
-    it off. All inputs of a call share image 1's working side."""
+    it off, and an explicit max_side (a node's widget) is taken as asked. All inputs of a call share image 1's
+    working side."""
     top, px = pipe.largest_side, pipe.token_pixels
     w = top // 3 // px * px
     assert pipe.working_side((w, w // 2), max_side=px, min_scale=0) == px
@@ -131,9 +132,12 @@ def test_min_scale_enlarges_inputs_beyond_max_side_up_to_the_position_table(pipe
     assert pipe.working_side((top, 10), max_side=px, min_scale=2) == top
     saved = dict(pipe.defaults)
     try:
-        pipe.defaults["min_scale"] = 2
-        pix, sizes = pipe.preprocess([_img(w, w // 2, 1), _img(w // 2, w // 2, 2)], max_side=px)
-        assert [tuple(p.shape[-2:]) for p in pix] == [(w, 2 * w), (2 * w, 2 * w)] and sizes[0] == (w, w // 2)
+        pipe.defaults.update(max_side=px, min_scale=2)
+        for max_side in (None, 0):
+            pix, sizes = pipe.preprocess([_img(w, w // 2, 1), _img(w // 2, w // 2, 2)], max_side)
+            assert [tuple(p.shape[-2:]) for p in pix] == [(w, 2 * w), (2 * w, 2 * w)] and sizes[0] == (w, w // 2)
+        assert pipe.working_side((w, w // 2), max_side=px) == px
+        assert pipe.working_side((w, w // 2), max_side=px, min_scale=2) == 2 * w
     finally:
         pipe.defaults.clear()
         pipe.defaults.update(saved)
