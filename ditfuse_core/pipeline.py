@@ -79,9 +79,8 @@ class DiTFusePipeline:
         if min_scale is None and not max_side:
             min_scale = self.defaults.get("min_scale")
         side = min(int(max_side or self.defaults["max_side"]), self.largest_side)
-        scale = min_scale
-        if scale:
-            side = max(side, min(int(float(scale) * max(size)), self.largest_side))
+        if min_scale:
+            side = max(side, min(int(float(min_scale) * max(size)), self.largest_side))
         return side
 
     def preprocess(self, images, max_side: int | None = None, min_scale: float | None = None):
