@@ -5,7 +5,7 @@ frequencies it keeps, and the resampling back costs less than the VAE saves. Thi
 eval sets: per max side, the decoded latent average (what the constructed transformer computes before its
 detail map; posterior means) against averaging the pixels, with the VAE time per pair.
 Sizes above the model's position table (2048 for ditfuse-tiny) are clamped to it. --min-scales adds rows for
-the rule the bundled model uses: max side 1024, but at least min_scale× enlarged (up to the table).
+the rule the bundled model uses: its max side (1024), but at least min_scale× enlarged (up to the table).
 
     python benchmarks/bench_working_size.py [--sides 512,768,1024] [--min-scales 2] [--pairs 5] [--model FOLDER]
 """
@@ -28,7 +28,7 @@ from eval_subsets import SETS, add_scores, delta_table, eval_root, spaced_pairs 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sides", default="512,768,1024")
-    ap.add_argument("--min-scales", default="", help="also rows at max side 1024 enlarged at least this much "
+    ap.add_argument("--min-scales", default="", help="also rows at the model's max side, enlarged at least this much "
                     "(comma-separated; the bundled model's default is 2)")
     ap.add_argument("--pairs", type=int, default=5, help="pairs per set, evenly spaced")
     ap.add_argument("--model", default=None)
@@ -45,7 +45,8 @@ def main() -> None:
     pipe = DiTFusePipeline.from_pretrained(a.model)
     sides = sorted({min(int(s), pipe.largest_side) for s in a.sides.split(",") if s})
     rules = [(f"max side {s}", s, 0) for s in sides]
-    rules += [(f"max side 1024, ≥ {float(m):g}× (≤ {pipe.largest_side})", 1024, float(m))
+    base = pipe.defaults["max_side"]
+    rules += [(f"max side {base}, ≥ {float(m):g}× (≤ {pipe.largest_side})", base, float(m))
               for m in a.min_scales.split(",") if m]
     print(f"model {pipe.name}, {a.pairs} pairs per set; Qabf, SSIM (mean of the two), VIF (sum), gray 0-255; "
           f"Δ = difference to averaging the pixels; s = VAE encode + decode per pair\n")
