@@ -11,9 +11,16 @@ import torch
 from diffusers import AutoencoderKL
 
 
-def load_vae(folder: str | Path, dtype: torch.dtype, device: str | torch.device) -> AutoencoderKL:
+def load_vae(folder: str | Path, dtype: torch.dtype, device: str | torch.device):
+    """An AutoencoderKL, or the bundled model's LinearAutoencoder (config `_class_name`)."""
+    config = AutoencoderKL.load_config(str(folder))
+    if config.get("_class_name") == "LinearAutoencoder":
+        from .linear_autoencoder import LinearAutoencoder
+
+        # two small matrix products: bf16 would cost the round trip its precision, and saves nothing
+        return LinearAutoencoder.from_pretrained(str(folder), torch_dtype=torch.float32).to(device).eval()
     # SDXL's VAE overflows in fp16 (config force_upcast): keep it in fp32 then.
-    if dtype == torch.float16 and AutoencoderKL.load_config(str(folder)).get("force_upcast", False):
+    if dtype == torch.float16 and config.get("force_upcast", False):
         dtype = torch.float32
     vae = AutoencoderKL.from_pretrained(str(folder), torch_dtype=dtype).to(device).eval()
     return vae.to(memory_format=torch.channels_last)
@@ -26,8 +33,8 @@ def _conv_input(x: torch.Tensor, vae: AutoencoderKL) -> torch.Tensor:
     return x.to(dev, vae.dtype).contiguous(memory_format=torch.channels_last)
 
 
-def downsample_factor(vae: AutoencoderKL) -> int:
-    return 2 ** (len(vae.config.block_out_channels) - 1)
+def downsample_factor(vae) -> int:
+    return getattr(vae, "downsample_factor", None) or 2 ** (len(vae.config.block_out_channels) - 1)
 
 
 def _scale_shift(vae):

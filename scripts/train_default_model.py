@@ -65,6 +65,9 @@ def main(argv=None):
     ap.add_argument("--dit-steps", type=int, default=None, help="optional step cap for the transformer")
     ap.add_argument("--device", default=None, help="cuda | cpu (default: cuda if available)")
     ap.add_argument("--vae", default=None, help="reuse a trained VAE folder instead of training one")
+    ap.add_argument("--vae-kind", default="kl", choices=["kl", "linear"],
+                    help="kl: train a small AutoencoderKL (--vae-minutes); linear: fit the LinearAutoencoder "
+                         "(principal components of pixel blocks, seconds; training/linear_autoencoder.py)")
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--sizes", default=None, help="comma-separated crop sizes for the transformer")
     ap.add_argument("--lr", type=float, default=None)
@@ -84,7 +87,7 @@ def main(argv=None):
                     help="start from the constructed 'average the inputs' weights (training/average_init.py): "
                          "hidden 320, embeddings, layer 0 and read-out frozen, later layers trained")
     ap.add_argument("--detail", default=None, metavar="SIGMA,AMOUNT",
-                    help="with --average-init: the flow goes to a detail-mapped average, the per-latent-pixel map "
+                    help="with --average-init: the flow goes to a detail-mapped average, the per-token map "
                          "fitted to unsharp masking (sigma px at the working size, amount) on training crops "
                          "(training/detail_map.py)")
     ap.add_argument("--cond-dropout", type=float, default=0.1,
@@ -136,6 +139,21 @@ def main(argv=None):
         vae_dir = Path(a.vae)
         vae_summary = json.loads((vae_dir / "train_log.json").read_text()) if (vae_dir / "train_log.json").exists() else {}
         print(f"reusing VAE {vae_dir}")
+    elif a.vae_kind == "linear":
+        from ditfuse_core import m3
+        from ditfuse_core.training.linear_autoencoder import fit_linear_autoencoder
+        from ditfuse_core.training.vae import eval_images, eval_psnr
+
+        vae_dir = work / "vae"
+        print("== linear autoencoder (principal components of pixel blocks)", flush=True)
+        ae, vae_summary = fit_linear_autoencoder(m3.scan_sources(data), a.vae_f, a.vae_latent, seed=a.seed)
+        if a.eval_vae:
+            images = eval_images()
+            if images:
+                vae_summary["eval_psnr"] = eval_psnr(ae, images)
+        ae.save_pretrained(str(vae_dir), safe_serialization=True)
+        (vae_dir / "train_log.json").write_text(json.dumps(vae_summary, indent=1))
+        print(json.dumps(vae_summary), flush=True)
     else:
         vae_dir = work / "vae"
         print(f"== VAE: {a.vae_minutes} min", flush=True)
@@ -146,9 +164,9 @@ def main(argv=None):
                                 log_every=100 if device.startswith("cuda") else 25,
                                 eval_stride=1 if a.eval_vae else 0)
         print(json.dumps({k: v for k, v in vae_summary.items() if k != "log"}), flush=True)
-    from diffusers import AutoencoderKL
+    from ditfuse_core.vae import load_vae
 
-    vae = AutoencoderKL.from_pretrained(str(vae_dir))
+    vae = load_vae(vae_dir, torch.float32, "cpu")
     f = downsample_factor(vae)
 
     # ---- 2. transformer ------------------------------------------------------------------------------
@@ -193,7 +211,7 @@ def main(argv=None):
 
             sigma, amount = (float(x) for x in a.detail.split(","))
             latent_map, detail_rec = fit_detail_map(vae, m3.scan_sources(data), sigma=sigma, amount=amount,
-                                                    seed=a.seed)
+                                                    patch=init["patch_size"], seed=a.seed)
             print(f"detail map fitted: {detail_rec}", flush=True)
         average_init.init_average(model, seed=a.seed, latent_map=latent_map)
         print("constructed 'average the inputs' initialisation; frozen: " + ", ".join(average_init.FROZEN), flush=True)
@@ -287,6 +305,13 @@ def _last_loss(path: Path):
 
 def _vae_line(v: dict) -> str:
     """The card's VAE line; a fine-tuned VAE (`training.vae --init`) also names what it started from."""
+    if v.get("kind", "").startswith("linear"):
+        return (f"* autoencoder: linear, f={v.get('f')}, {v.get('latent_channels')} latent channels, {v.get('params')} "
+                f"params: the leading principal components of {v.get('f')}×{v.get('f')}×3 pixel blocks "
+                f"({v.get('variance_kept', 0):.4f} of their variance) of {v.get('crops')} training crops of "
+                f"{v.get('crop')} px enlarged by U{tuple(v.get('upscale', (1, 1)))} (M3-degraded with probability "
+                f"{v.get('p_degraded')}), {v.get('wall_s')} s on {v.get('device')}, scaling_factor "
+                f"{v.get('scaling_factor')} (`ditfuse_core/training/linear_autoencoder.py`)")
     line = (f"* VAE: f={v.get('f')}, {v.get('latent_channels')} latent channels, {v.get('params')} params, "
             f"{v.get('steps')} steps in {v.get('wall_s')} s on {v.get('device')}, batch {v.get('batch')} × {v.get('crop')} px "
             f"crops, scaling_factor {v.get('scaling_factor')}")
@@ -304,8 +329,8 @@ def _vae_line(v: dict) -> str:
 def _detail_text(rec: dict | None) -> str:
     if not rec:
         return ""
-    return (f"; detail map fitted to unsharp masking (σ {rec['sigma']:g} px, amount {rec['amount']:g} at the working "
-            f"size) on {rec['crops']} crops of {rec['size']} px enlarged {rec['upscale']:g}×, relative residual "
+    return (f"; detail map ({'per token' if rec.get('patch', 1) > 1 else 'per latent pixel'}) fitted to unsharp "
+            f"masking (σ {rec['sigma']:g} px, amount {rec['amount']:g} at the working size) on {rec['crops']} crops of {rec['size']} px enlarged {rec['upscale']:g}×, relative residual "
             f"{rec['relative_residual']}")
 
 
@@ -313,12 +338,17 @@ def write_card(out: Path, rec: dict) -> None:
     tr = rec["training"]
     v, d = tr["vae"], tr["transformer"]
     constructed = d.get("init") == "average" and not d["steps"]
+    linear = v.get("kind", "").startswith("linear")
     if constructed:
-        intro = ["A small DiTFuse model: the OmniGen architecture at a small size over a small KL VAE. The VAE is",
-                 "trained by this repository's own command on `shared/data/train`; the transformer is *constructed*,",
+        intro = [*(["A small DiTFuse model: the OmniGen architecture at a small size over a linear autoencoder (f 4, 16",
+                    "channels) fitted by this repository's own command on `shared/data/train`: at the working size",
+                    "(inputs enlarged ≥ 2×) its round trip is nearly lossless and a latent average decodes to the pixel",
+                    "average. The transformer is *constructed*,"] if linear else
+                   ["A small DiTFuse model: the OmniGen architecture at a small size over a small KL VAE. The VAE is",
+                    "trained by this repository's own command on `shared/data/train`; the transformer is *constructed*,"]),
                  "not trained (`ditfuse_core/training/average_init.py`): its weights compute the straight flow to the",
                  *(["average of the two input images' latents, sharpened by a detail map: the flow goes to M·average,",
-                    "M a linear map of each latent pixel's channels fitted on training crops to approximate unsharp",
+                    "M a linear map of each token's latent fitted on training crops to approximate unsharp",
                     "masking (`ditfuse_core/training/detail_map.py`), which gives back detail contrast averaging loses."]
                    if d.get("detail_map") else
                    ["average of the two input images' latents, so a fusion is exactly the latent average, decoded."]),
@@ -336,7 +366,7 @@ def write_card(out: Path, rec: dict) -> None:
         "# ditfuse-tiny", "", *intro, "",
         "## Making it", "",
         f"* command: `{tr['command']}` (after `python scripts/make_train_pack.py`)",
-        *([CPU_FROM_SCRATCH] if constructed else []),
+        *([CPU_FROM_SCRATCH] if constructed and not linear else []),
         f"* device: {tr['device']}; total wall time {tr['wall_minutes']} min; torch {tr['torch']}",
         f"* data: `{tr['data']}`" + ("" if constructed else f"; task mix {d['mix']}"),
         _vae_line(v),

@@ -84,6 +84,20 @@ def test_a_latent_map_moves_the_target_to_the_mapped_average(setup):
     assert float((x - c).norm() / c.norm()) < 0.01
 
 
+def test_a_token_map_moves_the_target_to_the_mapped_average(setup):
+    """A map of each token's 4 × 4 latent pixels (the bundled model's detail map) acts on whole tokens."""
+    _, c1, c2, branch, g = setup
+    torch.manual_seed(0)
+    model = DiTFuseTransformer(**average_init.config(layers=1, intermediate=64)).eval()
+    m = torch.eye(256) + 0.05 * torch.randn(256, 256, generator=g)
+    average_init.init_average(model, latent_map=m)
+    c = (c1 + c2) / 2
+    tokens = torch.nn.functional.unfold(c, 4, stride=4)[0]
+    c = torch.nn.functional.fold((m @ tokens)[None], c.shape[-2:], 4, stride=4)
+    x = _euler4(model, branch, c1, c2, torch.randn(c.shape, generator=g))
+    assert float((x - c).norm() / c.norm()) < 0.01
+
+
 def test_bright_tokens_land_on_the_average_too(setup):
     """Saturated regions of real images have latent RMS ≈ 4 (|c|² ≈ 4000 per token, 10× the nominal): the
     time channel must outweigh that, or Euler's last step keeps a few per cent of their noise."""

@@ -17,7 +17,7 @@ pairs that do not rotate, plus an input-marker bonus), average them and subtract
 token's own content, leaving E(x_t − c); head 4 brings ±A0(1 − t). The final LayerNorm then divides by
 σ ∝ (1 − t)·sqrt(|x0 − c|² + 2A0²), and proj_out = −σ-scale·Eᵀ gives v = (c − x_t)/(1 − t): the
 straight flow to c = the latent average, which Euler reaches at t = 1 for any step count. With a latent map
-M (`detail_map`: a linear map of each latent pixel's channels) the values carry M·z, and c = M·average.
+M (`detail_map`: a linear map of each token's latent pixels) the values carry M·z, and c = M·average.
 """
 from __future__ import annotations
 
@@ -132,8 +132,9 @@ def _align_head(attn, head: int, rms_q: float, rms_k: float, gain: float, bonus:
 def init_average(model, seed: int = 0, latent_map: torch.Tensor | None = None) -> dict:
     """Overwrite ``model`` (built from :func:`config`, default random init) with the averaging construction.
     Layers ≥ 1 keep their random q/k/v and MLP input weights, get the alignment prior on head 0, and start
-    with zero output projections. ``latent_map`` [C, C] (e.g. `detail_map.fit_detail_map`): the flow goes to
-    M·c instead, M applied to every latent pixel of the average (in the values heads 0–3 read)."""
+    with zero output projections. ``latent_map`` (`detail_map.fit_detail_map`), [C·p², C·p²] or [C, C]: the
+    flow goes to M·c instead, M applied to every token (or latent pixel) of the average, in the values heads
+    0–3 read."""
     cfg = model.config
     assert cfg.hidden_size == HIDDEN and cfg.num_attention_heads == HIDDEN // HEAD_DIM
     p, ch = cfg.patch_size, cfg.in_channels
@@ -196,8 +197,11 @@ def init_average(model, seed: int = 0, latent_map: torch.Tensor | None = None) -
     attn.to_k.weight[4 * HEAD_DIM + s0, M_T[0]] = beta
     attn.to_v.weight.zero_()
     values = E.T
-    if latent_map is not None:  # E's columns are (channel, row, col): M acts on the channel index
-        values = torch.kron(latent_map.to(torch.float64), torch.eye(p * p, dtype=torch.float64)) @ E.T
+    if latent_map is not None:  # E's columns are (channel, row, col), as a token map's
+        m = latent_map.to(torch.float64)
+        if m.shape[0] == ch:  # a map of each latent pixel's channels: the same on every pixel of the token
+            m = torch.kron(m, torch.eye(p * p, dtype=torch.float64))
+        values = m @ E.T
     attn.to_v.weight[:256] = f32(values)
     attn.to_v.weight[256, T_DIM[0]] = 1.0
     attn.to_out[0].weight.zero_()
