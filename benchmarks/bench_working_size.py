@@ -1,7 +1,7 @@
 """How the working size (max_side) trades the bundled model's fusion quality for time.
 
-Why: the small VAE (f = 4) loses fine detail; upscaling the inputs before encoding moves that detail to
-frequencies it keeps, and the resampling back costs less than the VAE saves. This measures it on the
+Why: the small autoencoders (f = 4) lose fine detail; upscaling the inputs before encoding moves that detail
+to frequencies they keep, and the resampling back costs less than the autoencoder saves. This measures it on the
 eval sets: per max side, the decoded latent average (what the constructed transformer computes before its
 detail map; posterior means) against averaging the pixels, with the VAE time per pair.
 Sizes above the model's position table (2048 for ditfuse-tiny) are clamped to it. --min-scales adds rows for

@@ -74,8 +74,8 @@ class DiTFusePipeline:
                      min_scale: float | None = None) -> int:
         """Longest side the inputs are resized to: max_side (the authors' rule), raised to min_scale × image
         1's longest side, never above the position table. Without max_side (None or 0) both come from the
-        model's defaults (the bundled model's "min_scale" 2: its small VAE keeps an image's detail only when it
-        works on an enlarged copy); an explicit max_side is taken as asked, with min_scale only if given too."""
+        model's defaults (the bundled model's "min_scale" 2: its linear autoencoder is nearly lossless only on
+        enlarged copies); an explicit max_side is taken as asked, with min_scale only if given too."""
         if min_scale is None and not max_side:
             min_scale = self.defaults.get("min_scale")
         side = min(int(max_side or self.defaults["max_side"]), self.largest_side)

@@ -22,8 +22,8 @@ def tiny_transformer_config(latent_channels: int = 16, vae_factor: int = 4, hidd
 
 
 # sampling defaults written to the model folder's ditfuse.json (cfg = img_cfg = 1: only the conditional
-# branch runs; the tiny model is trained for that). The small VAE loses less of an image the larger it works
-# (benchmarks/README.md, "Working size"), so inputs are upscaled to max_side 1024 and at least 2× (min_scale),
+# branch runs; the tiny model is trained for that). The small autoencoders lose less of an image the larger
+# they work (benchmarks/README.md, "Working size"), so inputs are upscaled to max_side 1024 and at least 2× (min_scale),
 # up to the position table (2048 px for the constructed transformer, 1024 for a trained tiny one).
 TINY_DEFAULTS = {"steps": 10, "cfg": 1.0, "img_cfg": 1.0, "max_side": 1024, "min_scale": 2.0}
 # the constructed averaging transformer's flow is a straight line: 4 Euler steps land 60.5–62.9 dB (decoded
