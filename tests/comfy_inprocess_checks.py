@@ -25,7 +25,9 @@ C = H.InProcessComfy.get()
 A = H.pack_adapters()
 BUNDLED = A.bundled_choice()
 _VAE = json.loads((A.bundled_model_path() / "vae" / "config.json").read_text())
-LATENT_CH, VAE_F = _VAE["latent_channels"], 2 ** (len(_VAE["block_out_channels"]) - 1)  # of the bundled model
+# of the bundled model (its LinearAutoencoder says "factor"; an AutoencoderKL has one block per halving)
+LATENT_CH = _VAE["latent_channels"]
+VAE_F = _VAE.get("factor") or 2 ** (len(_VAE["block_out_channels"]) - 1)
 
 
 def loader(**over):
