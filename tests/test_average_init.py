@@ -73,27 +73,24 @@ def test_frozen_names_exist(setup):
     assert not any(n.startswith("norm.") for n in names if n.startswith("norm_out"))
 
 
-def test_a_latent_map_moves_the_target_to_the_mapped_average(setup):
-    _, c1, c2, branch, g = setup
-    torch.manual_seed(0)
-    model = DiTFuseTransformer(**average_init.config(layers=1, intermediate=64)).eval()
-    m = torch.eye(16) + 0.1 * torch.randn(16, 16, generator=g)
-    average_init.init_average(model, latent_map=m)
-    c = torch.einsum("ij,bjhw->bihw", m, (c1 + c2) / 2)
-    x = _euler4(model, branch, c1, c2, torch.randn(c.shape, generator=g))
-    assert float((x - c).norm() / c.norm()) < 0.01
+def _on_pixels(m, c):
+    return torch.einsum("ij,bjhw->bihw", m, c)
 
 
-def test_a_token_map_moves_the_target_to_the_mapped_average(setup):
-    """A map of each token's 4 × 4 latent pixels (the bundled model's detail map) acts on whole tokens."""
-    _, c1, c2, branch, g = setup
-    torch.manual_seed(0)
-    model = DiTFuseTransformer(**average_init.config(layers=1, intermediate=64)).eval()
-    m = torch.eye(256) + 0.05 * torch.randn(256, 256, generator=g)
-    average_init.init_average(model, latent_map=m)
-    c = (c1 + c2) / 2
+def _on_tokens(m, c):
     tokens = torch.nn.functional.unfold(c, 4, stride=4)[0]
-    c = torch.nn.functional.fold((m @ tokens)[None], c.shape[-2:], 4, stride=4)
+    return torch.nn.functional.fold((m @ tokens)[None], c.shape[-2:], 4, stride=4)
+
+
+@pytest.mark.parametrize("n, apply", [(16, _on_pixels), (256, _on_tokens)], ids=["per latent pixel", "per token"])
+def test_a_latent_map_moves_the_target_to_the_mapped_average(setup, n, apply):
+    """M acts on each latent pixel's channels, or on each token's 4 × 4 latent pixels (the bundled detail map)."""
+    _, c1, c2, branch, g = setup
+    torch.manual_seed(0)
+    model = DiTFuseTransformer(**average_init.config(layers=1, intermediate=64)).eval()
+    m = torch.eye(n) + 0.4 / n ** 0.5 * torch.randn(n, n, generator=g)
+    average_init.init_average(model, latent_map=m)
+    c = apply(m, (c1 + c2) / 2)
     x = _euler4(model, branch, c1, c2, torch.randn(c.shape, generator=g))
     assert float((x - c).norm() / c.norm()) < 0.01
 
