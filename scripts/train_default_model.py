@@ -376,7 +376,7 @@ def write_card(out: Path, rec: dict) -> None:
     ]
     ev = v.get("eval_psnr")
     if ev:
-        lines.append(f"VAE reconstruction PSNR on shared/data/eval (max side 512): {ev['mean']:.2f} dB "
+        lines.append(f"{'Autoencoder' if linear else 'VAE'} reconstruction PSNR on shared/data/eval (max side 512): {ev['mean']:.2f} dB "
                      + ", ".join(f"{k} {x:.2f}" for k, x in ev["by_set"].items())
                      + (f" (`{ev['how']}`)" if ev.get("how") else ""))
     else:
