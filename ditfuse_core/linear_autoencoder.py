@@ -19,8 +19,6 @@ from diffusers.models.modeling_utils import ModelMixin
 
 
 class LinearAutoencoder(ModelMixin, ConfigMixin):
-    _supports_gradient_checkpointing = False
-
     @register_to_config
     def __init__(self, factor: int = 4, latent_channels: int = 16, in_channels: int = 3,
                  scaling_factor: float = 1.0, shift_factor: float = 0.0, force_upcast: bool = False):
@@ -51,7 +49,7 @@ class LinearAutoencoder(ModelMixin, ConfigMixin):
         dist = DiagonalGaussianDistribution(torch.cat([z, torch.zeros_like(z)], 1), deterministic=True)
         return AutoencoderKLOutput(latent_dist=dist) if return_dict else (dist,)
 
-    def decode(self, z: torch.Tensor, return_dict: bool = True, **_):
+    def decode(self, z: torch.Tensor, return_dict: bool = True):
         x = F.conv_transpose2d(z, self._kernel().to(z.dtype), stride=self.config.factor)
         x = x + self._mean_image(*z.shape[-2:]).to(x.dtype)
         return DecoderOutput(sample=x) if return_dict else (x,)

@@ -141,18 +141,12 @@ def main(argv=None):
         print(f"reusing VAE {vae_dir}")
     elif a.vae_kind == "linear":
         from ditfuse_core import m3
-        from ditfuse_core.training.linear_autoencoder import fit_linear_autoencoder
-        from ditfuse_core.training.vae import eval_images, eval_psnr
+        from ditfuse_core.training.linear_autoencoder import fit_and_save
 
         vae_dir = work / "vae"
         print("== linear autoencoder (principal components of pixel blocks)", flush=True)
-        ae, vae_summary = fit_linear_autoencoder(m3.scan_sources(data), a.vae_f, a.vae_latent, seed=a.seed)
-        if a.eval_vae:
-            images = eval_images()
-            if images:
-                vae_summary["eval_psnr"] = eval_psnr(ae, images)
-        ae.save_pretrained(str(vae_dir), safe_serialization=True)
-        (vae_dir / "train_log.json").write_text(json.dumps(vae_summary, indent=1))
+        vae_summary = fit_and_save(vae_dir, m3.scan_sources(data), 1 if a.eval_vae else 0, factor=a.vae_f,
+                                   latent_channels=a.vae_latent, seed=a.seed)
         print(json.dumps(vae_summary), flush=True)
     else:
         vae_dir = work / "vae"

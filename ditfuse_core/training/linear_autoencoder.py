@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -55,6 +54,23 @@ def fit_linear_autoencoder(sources, factor: int = 4, latent_channels: int = 16, 
     return ae, record
 
 
+def fit_and_save(out, sources, eval_stride: int = 1, **fit) -> dict:
+    """fit_linear_autoencoder, PSNR on every eval_stride-th eval image (max side 512, not enlarged; 0: none,
+    or where shared/data/eval is absent), then OUT/ in diffusers layout + train_log.json. Returns the record."""
+    ae, rec = fit_linear_autoencoder(sources, **fit)
+    if eval_stride > 0:
+        try:
+            images = eval_images()[::eval_stride]
+        except Exception:
+            images = []
+        if images:
+            rec["eval_psnr"] = eval_psnr(ae, images)
+    out = Path(out)
+    ae.save_pretrained(str(out), safe_serialization=True)
+    (out / "train_log.json").write_text(json.dumps(rec, indent=1))
+    return rec
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
@@ -69,20 +85,9 @@ def main(argv=None):
     a = ap.parse_args(argv)
     from .. import m3
 
-    ae, rec = fit_linear_autoencoder(m3.scan_sources(a.data), a.f, a.latent, a.crops, a.size,
-                                     tuple(float(v) for v in a.upscale.split(",")), seed=a.seed)
-    rec["command"] = "python -m ditfuse_core.training.linear_autoencoder " + " ".join(
-        sys.argv[1:] if argv is None else argv)
-    if a.eval_stride > 0:
-        try:
-            images = eval_images()[:: a.eval_stride]
-        except Exception:
-            images = []
-        if images:
-            rec["eval_psnr"] = eval_psnr(ae, images)  # at max side 512, not enlarged
-    out = Path(a.out)
-    ae.save_pretrained(str(out), safe_serialization=True)
-    (out / "train_log.json").write_text(json.dumps(rec, indent=1))
+    rec = fit_and_save(a.out, m3.scan_sources(a.data), a.eval_stride, factor=a.f, latent_channels=a.latent,
+                       crops=a.crops, size=a.size, upscale=tuple(float(v) for v in a.upscale.split(",")),
+                       seed=a.seed)
     print(json.dumps(rec, indent=1))
 
 
