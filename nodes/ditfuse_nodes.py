@@ -118,7 +118,8 @@ class DiTFuseModelLoader(io.ComfyNode):
                 io.Float.Input("lora_strength", default=1.0, min=-4.0, max=4.0, step=0.05),
                 io.Combo.Input("dtype", options=list(A.DTYPES), default="auto",
                                tooltip="auto: bf16 on GPUs that support it, fp16 on other accelerators, fp32 on CPU "
-                                       "(the VAE in bf16 where the CPU has it natively: ~2× faster)."),
+                                       "(a KL VAE in bf16 where the CPU has it natively: ~2× faster; the bundled model's linear "
+                                       "autoencoder always in fp32)."),
                 io.Boolean.Input("offload", default=True,
                                  tooltip="Let ComfyUI move the model off the GPU when other models need the memory."),
             ],
