@@ -23,11 +23,11 @@ if H.comfy_missing_reason():
 
 C = H.InProcessComfy.get()
 A = H.pack_adapters()
+from ditfuse_core import vae as vae_mod  # noqa: E402  (after the pack has put the repo on the path)
+
 BUNDLED = A.bundled_choice()
-_VAE = json.loads((A.bundled_model_path() / "vae" / "config.json").read_text())
-# of the bundled model (its LinearAutoencoder says "factor"; an AutoencoderKL has one block per halving)
-LATENT_CH = _VAE["latent_channels"]
-VAE_F = _VAE.get("factor") or 2 ** (len(_VAE["block_out_channels"]) - 1)
+_VAE = vae_mod.load_vae(A.bundled_model_path() / "vae", torch.float32, "cpu")  # the bundled model's
+LATENT_CH, VAE_F = _VAE.config.latent_channels, vae_mod.downsample_factor(_VAE)
 
 
 def loader(**over):

@@ -55,16 +55,12 @@ def fit_linear_autoencoder(sources, factor: int = 4, latent_channels: int = 16, 
 
 
 def fit_and_save(out, sources, eval_stride: int = 1, **fit) -> dict:
-    """fit_linear_autoencoder, PSNR on every eval_stride-th eval image (max side 512, not enlarged; 0: none,
-    or where shared/data/eval is absent), then OUT/ in diffusers layout + train_log.json. Returns the record."""
+    """fit_linear_autoencoder, PSNR on every eval_stride-th eval image (max side 512, not enlarged; 0: none;
+    none either where shared/data/eval is absent), then OUT/ in diffusers layout + train_log.json."""
     ae, rec = fit_linear_autoencoder(sources, **fit)
-    if eval_stride > 0:
-        try:
-            images = eval_images()[::eval_stride]
-        except Exception:
-            images = []
-        if images:
-            rec["eval_psnr"] = eval_psnr(ae, images)
+    images = eval_images()[::eval_stride] if eval_stride > 0 else []
+    if images:
+        rec["eval_psnr"] = eval_psnr(ae, images)
     out = Path(out)
     ae.save_pretrained(str(out), safe_serialization=True)
     (out / "train_log.json").write_text(json.dumps(rec, indent=1))
