@@ -5,8 +5,9 @@
     python scripts/make_train_pack.py
     # 2. GPU (≤ 10 min):
     python scripts/train_default_model.py --vae-minutes 3 --dit-minutes 6 --out out/ditfuse-tiny
-    # 2'. the reproducible CPU recipe (2 cores, ≤ 3 h in all):
-    python scripts/train_default_model.py --device cpu --vae-minutes 40 --dit-minutes 130 --out out/ditfuse-tiny
+    # 2'. the bundled model (2-core CPU, ~2 min; MODEL_CARD.md says why these options):
+    python scripts/train_default_model.py --vae-kind linear --eval-vae --average-init --detail 8,0.1 \
+        --layers 1 --intermediate 64 --dit-minutes 0 --device cpu --out out/ditfuse-tiny
 
 Writes OUT/ (diffusers layout): transformer/{config.json, diffusion_pytorch_model.safetensors (fp16)},
 vae/{config.json, diffusion_pytorch_model.safetensors}, ditfuse.json (sampling defaults + training record),
@@ -42,6 +43,13 @@ def _data_root(arg: str | None) -> str:
     from ditfuse_core.m3 import default_data_root
 
     return str(default_data_root())
+
+
+def _shown(path: str) -> str:
+    """The data path as the card records it: relative to the checkout where it lies beside it, so the card
+    does not carry one machine's home folder."""
+    p = Path(path).resolve()
+    return os.path.relpath(p, ROOT) if p.is_relative_to(ROOT.parent) else str(p)
 
 
 CPU_FROM_SCRATCH = ("* from scratch on a 2-core CPU, VAE included (about 50 min; measured in ditfuse_core/training/README.md): "
@@ -247,7 +255,7 @@ def main(argv=None):
         "defaults": {**recipes.TINY_DEFAULTS, "steps": a.steps_default or (
             recipes.CONSTRUCTED_STEPS if construct_only and a.average_init else recipes.TINY_DEFAULTS["steps"])},
         "training": {
-            "command": cmd, "device": dev_name, "wall_minutes": round(wall / 60, 1), "data": data,
+            "command": cmd, "device": dev_name, "wall_minutes": round(wall / 60, 1), "data": _shown(data),
             "vae": {k: v for k, v in vae_summary.items() if k != "log"},
             "transformer": {**dit_summary, "params": n_params, "batch": cfg.batch, "sizes": sizes,
                             "init": "average" if a.average_init else ("align" if a.align_init else "random"),
