@@ -1,0 +1,112 @@
+"""Can a local pixel rule beat averaging on Qabf, SSIM and VIF at once for multi-focus pairs?
+
+Why: the bundled model beats averaging on all three metrics for IVIF and MEF, and on Lytro on Qabf and VIF
+but not SSIM. Sharpening (what the model adds to the average) costs SSIM there; this prints where other
+families of local rules land, computed in pixels from the two sources (no autoencoder, so each is the best
+case of a model that would compute it), beside the bundled model:
+  sharper lean   F = avg + β·s·(A − B)/2, s = (e_A − e_B)/(e_A + e_B), e = local high-pass energy
+  SSIM-optimal   per SSIM window, the combination α·A + β·B (α, β ∈ [0, 1.2]) maximising SSIM(A,F) + SSIM(B,F)
+                 from the window's statistics; weights smoothed (σ 4 px), F = avg + y·(that − avg)
+  edge unsharp   avg + m·USM(avg), m = (source gradient / 200)² clipped to 1; USM σ 4 px, amount 0.1 (the
+                 bundled detail setting at the input's size)
+
+    python benchmarks/bench_mff_rules.py [--pairs 20] [--no-model]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import numpy as np  # noqa: E402
+from eval_subsets import add_scores, delta_table, eval_root, spaced_pairs  # noqa: E402
+from scipy.ndimage import gaussian_filter, sobel  # noqa: E402
+
+C2 = (0.03 * 255) ** 2  # SSIM's contrast constant
+GRID = np.linspace(0.0, 1.2, 13)
+
+
+def _smooth(x: np.ndarray, s: float) -> np.ndarray:
+    return gaussian_filter(x, (s, s, 0)[: x.ndim])
+
+
+def sharper_lean(a, b, ga, gb) -> np.ndarray:
+    """s·(A − B)/2: positive toward the source with more local high-pass energy."""
+    ea = gaussian_filter((ga - gaussian_filter(ga, 1.0)) ** 2, 2.0)
+    eb = gaussian_filter((gb - gaussian_filter(gb, 1.0)) ** 2, 2.0)
+    return ((ea - eb) / (ea + eb + 1e-3))[..., None] * (a - b) / 2
+
+
+def ssim_optimal(a, b, ga, gb, avg) -> np.ndarray:
+    """Per-window α·A + β·B maximising the SSIM contrast-structure sum (grid search), minus the average."""
+    ma, mb = gaussian_filter(ga, 1.5), gaussian_filter(gb, 1.5)
+    va = gaussian_filter(ga * ga, 1.5) - ma * ma
+    vb = gaussian_filter(gb * gb, 1.5) - mb * mb
+    cab = gaussian_filter(ga * gb, 1.5) - ma * mb
+    best = np.full(ga.shape, -np.inf)
+    wa, wb = np.zeros_like(ga), np.zeros_like(ga)
+    for al in GRID:
+        for be in GRID:
+            vf = al * al * va + be * be * vb + 2 * al * be * cab
+            s = (2 * (al * va + be * cab) + C2) / (va + vf + C2) + (2 * (al * cab + be * vb) + C2) / (vb + vf + C2)
+            m = s > best
+            best[m], wa[m], wb[m] = s[m], al, be
+    wa, wb = gaussian_filter(wa, 4.0)[..., None], gaussian_filter(wb, 4.0)[..., None]
+    return wa * a + wb * b + (1 - wa - wb) * _smooth(avg, 1.5) - avg
+
+
+def edge_unsharp(ga, gb, avg) -> np.ndarray:
+    grad = lambda x: np.hypot(sobel(x, 0), sobel(x, 1))  # noqa: E731
+    m = np.clip(gaussian_filter(np.maximum(grad(ga), grad(gb)), 1.0) / 200.0, 0, 1) ** 2
+    return m[..., None] * 0.1 * (avg - _smooth(avg, 4.0))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=20, help="Lytro pairs, evenly spaced")
+    ap.add_argument("--no-model", action="store_true", help="skip the bundled model's row")
+    ap.add_argument("--eval", default=None, help="shared/data/eval folder")
+    a = ap.parse_args()
+    from ditfuse_core import evaluation
+
+    root = eval_root(a.eval)
+    if root is None:
+        return
+    pipe = None
+    if not a.no_model:
+        from PIL import Image
+
+        from ditfuse_core.pipeline import DiTFusePipeline
+
+        pipe = DiTFusePipeline.from_pretrained(device="cpu")
+    t0 = time.time()
+    pairs = spaced_pairs("mff", root / "mff/lytro", a.pairs)
+    rows: dict[str, list] = {}
+    for pair in pairs:
+        i1, i2 = evaluation.load_image(pair.image1), evaluation.load_image(pair.image2)
+        A, B = i1.astype(np.float64), i2.astype(np.float64)
+        ga, gb = A.mean(-1), B.mean(-1)
+        avg = (A + B) / 2
+        lean, opt, edge = sharper_lean(A, B, ga, gb), ssim_optimal(A, B, ga, gb, avg), edge_unsharp(ga, gb, avg)
+        fused = {"average": avg}
+        if pipe is not None:
+            out = pipe.fuse(Image.fromarray(i1), Image.fromarray(i2), task="mff", seed=0)[0]
+            fused["bundled model"] = np.asarray(out.convert("RGB"))
+        fused.update({f"sharper lean β {bt}": avg + bt * lean for bt in (0.1, 0.2)})
+        fused.update({f"SSIM-optimal y {y}": avg + y * opt for y in (0.5, 1.0)})
+        fused["edge unsharp"] = avg + edge
+        fused.update({f"edge unsharp + SSIM-optimal y {y}": avg + edge + y * opt for y in (0.1, 0.2)})
+        for name, f in fused.items():
+            add_scores(rows, name, "mff", i1, i2, f)
+    print(f"**mff/lytro** ({len(pairs)} pairs; Δ = difference to averaging)\n")
+    print(delta_table(rows, "average"))
+    print(f"\n{time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
