@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Train the bundled default model "ditfuse-tiny" end to end: VAE first, then the transformer.
 
-    # 1. once, on a machine that has shared/data (writes .devdata/pack, ~37 MB, git-ignored)
+    # 1. once, on a machine that has shared/data (writes .devdata/pack, ~37 MB, git-ignored; step 2 does
+    #    this itself when the pack is missing)
     python scripts/make_train_pack.py
     # 2. GPU (≤ 10 min):
     python scripts/train_default_model.py --vae-minutes 3 --dit-minutes 6 --out out/ditfuse-tiny
@@ -35,14 +36,25 @@ from ditfuse_core.training import recipes  # noqa: E402
 
 
 def _data_root(arg: str | None) -> str:
+    """--data, else .devdata/pack — built here from shared/data on first use, so the bundled model's one
+    command reproduces it from a fresh clone (the pack's resized JPEGs are what it was fitted on)."""
     if arg:
         return arg
     pack = ROOT / ".devdata" / "pack"
-    if (pack / "index.json").exists():
-        return str(pack)
-    from ditfuse_core.m3 import default_data_root
+    if not (pack / "index.json").exists():
+        import importlib.util
 
-    return str(default_data_root())
+        from ditfuse_core.m3 import default_data_root, scan_sources
+
+        shared = default_data_root()
+        if not scan_sources(shared):
+            return str(shared)  # nothing to pack: the trainer reports the missing data
+        print(f"no {pack.relative_to(ROOT)} yet: building it from {shared} (once, about a minute)", flush=True)
+        spec = importlib.util.spec_from_file_location("make_train_pack", ROOT / "scripts" / "make_train_pack.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        mod.main(["--data", str(shared), "--out", str(pack)])
+    return str(pack)
 
 
 def _shown(path: str) -> str:
@@ -367,7 +379,8 @@ def write_card(out: Path, rec: dict) -> None:
     lines = [
         "# ditfuse-tiny", "", *intro, "",
         "## Making it", "",
-        f"* command: `{tr['command']}` (after `python scripts/make_train_pack.py`)",
+        f"* command: `{tr['command']}` (it first builds `.devdata/pack` from `shared/data/train` when that is missing:"
+        " `scripts/make_train_pack.py`)",
         *([CPU_FROM_SCRATCH] if constructed and not linear else []),
         f"* device: {tr['device']}; total wall time {tr['wall_minutes']} min; torch {tr['torch']}",
         f"* data: `{tr['data']}`" + ("" if constructed else f"; task mix {d['mix']}"),
