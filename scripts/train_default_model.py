@@ -35,12 +35,15 @@ import torch  # noqa: E402
 from ditfuse_core.training import recipes  # noqa: E402
 
 
+PACK = ROOT / ".devdata" / "pack"
+
+
 def _data_root(arg: str | None) -> str:
     """--data, else .devdata/pack — built here from shared/data on first use, so the bundled model's one
     command reproduces it from a fresh clone (the pack's resized JPEGs are what it was fitted on)."""
     if arg:
         return arg
-    pack = ROOT / ".devdata" / "pack"
+    pack = PACK
     if not (pack / "index.json").exists():
         import importlib.util
 
@@ -49,7 +52,7 @@ def _data_root(arg: str | None) -> str:
         shared = default_data_root()
         if not scan_sources(shared):
             return str(shared)  # nothing to pack: the trainer reports the missing data
-        print(f"no {pack.relative_to(ROOT)} yet: building it from {shared} (once, about a minute)", flush=True)
+        print(f"no training pack at {pack} yet: building it from {shared} (once, about a minute)", flush=True)
         spec = importlib.util.spec_from_file_location("make_train_pack", ROOT / "scripts" / "make_train_pack.py")
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)

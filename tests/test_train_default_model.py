@@ -48,3 +48,21 @@ def test_the_bundled_recipe_builds_a_linear_autoencoder_model_that_fuses(tmp_pat
     assert fused.shape == average.shape
     assert np.abs(fused - average).mean() < 2  # the detail-mapped average: close to averaging, not equal
     assert np.abs(fused - average).mean() > 0.1
+
+
+def test_a_missing_training_pack_is_built_from_shared_data(tmp_path, monkeypatch):
+    """The bundled model's one command works in a fresh clone: no .devdata/pack yet, shared/data present."""
+    mod = _script()
+    bsds = tmp_path / "shared" / "data" / "train" / "natural" / "bsds500" / "images" / "train"
+    bsds.mkdir(parents=True)
+    for p in sorted(EXAMPLES.glob("mef_*.png")):
+        Image.open(p).convert("RGB").save(bsds / f"{p.stem}.jpg")
+    monkeypatch.setenv("DITFUSE_DATA", str(tmp_path / "shared" / "data"))
+    monkeypatch.setattr(mod, "PACK", tmp_path / "pack")
+    assert mod._data_root(None) == str(tmp_path / "pack")
+    index = json.loads((tmp_path / "pack" / "index.json").read_text())
+    assert [s["kind"] for s in index["sources"]] == ["bsds"] * 2
+    stamp = (tmp_path / "pack" / "index.json").stat().st_mtime_ns
+    assert mod._data_root(None) == str(tmp_path / "pack")
+    assert (tmp_path / "pack" / "index.json").stat().st_mtime_ns == stamp  # built once, then reused
+    assert mod._data_root(str(bsds)) == str(bsds)
