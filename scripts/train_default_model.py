@@ -43,8 +43,7 @@ def _data_root(arg: str | None) -> str:
     command reproduces it from a fresh clone (the pack's resized JPEGs are what it was fitted on)."""
     if arg:
         return arg
-    pack = PACK
-    if not (pack / "index.json").exists():
+    if not (PACK / "index.json").exists():
         import importlib.util
 
         from ditfuse_core.m3 import default_data_root, scan_sources
@@ -52,12 +51,12 @@ def _data_root(arg: str | None) -> str:
         shared = default_data_root()
         if not scan_sources(shared):
             return str(shared)  # nothing to pack: the trainer reports the missing data
-        print(f"no training pack at {pack} yet: building it from {shared} (once, about a minute)", flush=True)
+        print(f"no training pack at {PACK} yet: building it from {shared} (once, about a minute)", flush=True)
         spec = importlib.util.spec_from_file_location("make_train_pack", ROOT / "scripts" / "make_train_pack.py")
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
-        mod.main(["--data", str(shared), "--out", str(pack)])
-    return str(pack)
+        mod.main(["--data", str(shared), "--out", str(PACK)])
+    return str(PACK)
 
 
 def _shown(path: str) -> str:
