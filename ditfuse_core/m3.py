@@ -503,7 +503,7 @@ def default_data_root() -> Path:
 
 def scan_sources(root: str | os.PathLike | None = None) -> list[Source]:
     """Sources from ``shared/data/train`` (MSRC with labels, BSDS500, RoadScene visible + IR) or from a
-    pack made by ``scripts/make_train_pack.py`` (``index.json`` at ``root``)."""
+    pack made by ``training.pack.build_pack`` (``index.json`` at ``root``)."""
     root = Path(root) if root is not None else default_data_root()
     idx = root / "index.json"
     if idx.exists():

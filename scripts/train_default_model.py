@@ -44,18 +44,16 @@ def _data_root(arg: str | None) -> str:
     if arg:
         return arg
     if not (PACK / "index.json").exists():
-        import importlib.util
-
-        from ditfuse_core.m3 import default_data_root, scan_sources
+        from ditfuse_core.m3 import default_data_root
+        from ditfuse_core.training.pack import build_pack
 
         shared = default_data_root()
-        if not scan_sources(shared):
-            return str(shared)  # nothing to pack: the trainer reports the missing data
         print(f"no training pack at {PACK} yet: building it from {shared} (once, about a minute)", flush=True)
-        spec = importlib.util.spec_from_file_location("make_train_pack", ROOT / "scripts" / "make_train_pack.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        mod.main(["--data", str(shared), "--out", str(PACK)])
+        try:
+            n, size = build_pack(shared, PACK)
+        except FileNotFoundError:
+            return str(shared)  # nothing to pack: the trainer reports the missing data
+        print(f"{n} images -> {PACK} ({size / 1e6:.1f} MB)", flush=True)
     return str(PACK)
 
 
@@ -382,7 +380,7 @@ def write_card(out: Path, rec: dict) -> None:
         "# ditfuse-tiny", "", *intro, "",
         "## Making it", "",
         f"* command: `{tr['command']}` (it first builds `.devdata/pack` from `shared/data/train` when that is missing:"
-        " `scripts/make_train_pack.py`)",
+        " `ditfuse_core/training/pack.py`)",
         *([CPU_FROM_SCRATCH] if constructed and not linear else []),
         f"* device: {tr['device']}; total wall time {tr['wall_minutes']} min; torch {tr['torch']}",
         f"* data: `{tr['data']}`" + ("" if constructed else f"; task mix {d['mix']}"),
