@@ -12,7 +12,7 @@ a constant or interpolated between token centres, to the detail of c taken over 
 each token (what a linear map of one token's content gives):
   F = c + (k − 1)·(c − Gσ(c)),  σ = 3 px of the input.
 
-    python benchmarks/bench_mff_gain_tokens.py [--pairs 20]
+    python benchmarks/bench_mff_gain_tokens.py [--pairs 20] [--min-scale 3]
 """
 from __future__ import annotations
 
@@ -60,6 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=20, help="Lytro pairs, evenly spaced")
     ap.add_argument("--eval", default=None, help="shared/data/eval folder")
+    ap.add_argument("--min-scale", type=float, default=None, help="working size ≥ this × the input (model default 2)")
     a = ap.parse_args()
     from PIL import Image
 
@@ -77,7 +78,8 @@ def main() -> None:
     rows: dict[str, list] = {}
     for pair in pairs:
         i1, i2 = evaluation.load_image(pair.image1), evaluation.load_image(pair.image2)
-        (p1, p2), sizes = pipe.preprocess([Image.fromarray(i1), Image.fromarray(i2)])
+        (p1, p2), sizes = pipe.preprocess([Image.fromarray(i1), Image.fromarray(i2)],
+                                        min_scale=a.min_scale)
         with torch.no_grad():
             z1, z2 = pipe.encode(p1, sample=False), pipe.encode(p2, sample=False)
             A, B, C = ((pipe.decode(z)[0].permute(1, 2, 0).double().numpy() + 1) * 127.5
