@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from bench_mff_rules import _gain  # noqa: E402
+from bench_mff_rules import best_gain, block_mean, window_stats  # noqa: E402
 from eval_subsets import add_scores, delta_table, eval_root, spaced_pairs  # noqa: E402
 from scipy.ndimage import gaussian_filter, zoom  # noqa: E402
 
@@ -43,17 +43,13 @@ def _untile(x: np.ndarray) -> np.ndarray:
     return x.swapaxes(1, 2).reshape(x.shape[0] * x.shape[2], x.shape[1] * x.shape[3], *x.shape[4:])
 
 
-def window_stats(ga, gb, sigma: float, t: int | None = None) -> list[np.ndarray]:
-    """Variances of A and B and their covariance in SSIM's Gaussian windows; with t, windows kept inside each
-    t × t token (reflected at its border) and averaged over it."""
-    if t is None:
-        f = lambda x: gaussian_filter(x, sigma)  # noqa: E731
-    else:
-        ga, gb = _tiles(ga, t), _tiles(gb, t)
-        f = lambda x: gaussian_filter(x, (0, 0, sigma, sigma), mode="reflect")  # noqa: E731
+def token_window_stats(ga, gb, sigma: float, t: int) -> list[np.ndarray]:
+    """`window_stats` with the windows kept inside each t × t token (reflected at its border), averaged over
+    the token: what one token sees of its own content."""
+    ga, gb = _tiles(ga, t), _tiles(gb, t)
+    f = lambda x: gaussian_filter(x, (0, 0, sigma, sigma), mode="reflect")  # noqa: E731
     ma, mb = f(ga), f(gb)
-    stats = [f(ga * ga) - ma * ma, f(gb * gb) - mb * mb, f(ga * gb) - ma * mb]
-    return stats if t is None else [s.mean((2, 3)) for s in stats]
+    return [s.mean((2, 3)) for s in (f(ga * ga) - ma * ma, f(gb * gb) - mb * mb, f(ga * gb) - ma * mb)]
 
 
 def main() -> None:
@@ -94,16 +90,16 @@ def main() -> None:
         band = {"image": C - gaussian_filter(C, (3 * s, 3 * s, 0)),
                 "token": _untile(_tiles(C, t) - gaussian_filter(_tiles(C, t), (0, 0, 3 * s, 3 * s, 0), mode="reflect"))}
         fused = {"average (baseline)": baselines.fuse("average", i1, i2), "decoded latent average c": back(C)}
-        k = gaussian_filter(_gain(*window_stats(ga, gb, 1.5 * s)), 2 * s)[..., None]
+        k = gaussian_filter(best_gain(*window_stats(ga, gb, 1.5 * s)), 2 * s)[..., None]
         fused["k per window, detail over the image (the pixel rule)"] = back(C + (k - 1) * band["image"])
         whole = window_stats(ga, gb, 1.5 * s)
-        kb = _gain(*(x.reshape(x.shape[0] // t, t, x.shape[1] // t, t).mean((1, 3)) for x in whole))
+        kb = best_gain(*(block_mean(x, t) for x in whole))
         kb = gaussian_filter(np.kron(kb, np.ones((t, t))), 4 * s)[..., None]
         fused["k per token from windows over the image (token means), smoothed σ 4 px, detail over the image"] = \
             back(C + (kb - 1) * band["image"])
-        local = window_stats(ga, gb, 1.5 * s, t)
+        local = token_window_stats(ga, gb, 1.5 * s, t)
         for smooth in (0.0, 0.5):
-            kt = _gain(*(gaussian_filter(x, smooth, mode="nearest") if smooth else x for x in local))
+            kt = best_gain(*(gaussian_filter(x, smooth, mode="nearest") if smooth else x for x in local))
             per = {"constant": np.kron(kt, np.ones((t, t))),
                    "interpolated": zoom(kt, t, order=1, mode="nearest", grid_mode=True)}
             for how, kk in per.items():

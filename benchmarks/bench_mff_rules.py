@@ -49,14 +49,19 @@ def sharper_lean(a, b, ga, gb) -> np.ndarray:
     return ((ea - eb) / (ea + eb + 1e-3))[..., None] * (a - b) / 2
 
 
-def ssim_optimal(a, b, ga, gb, avg) -> np.ndarray:
-    """Per-window α·A + β·B maximising the SSIM contrast-structure sum (grid search), minus the average."""
-    ma, mb = gaussian_filter(ga, 1.5), gaussian_filter(gb, 1.5)
-    va = gaussian_filter(ga * ga, 1.5) - ma * ma
-    vb = gaussian_filter(gb * gb, 1.5) - mb * mb
-    cab = gaussian_filter(ga * gb, 1.5) - ma * mb
-    best = np.full(ga.shape, -np.inf)
-    wa, wb = np.zeros_like(ga), np.zeros_like(ga)
+def window_stats(ga, gb, sigma: float = 1.5) -> list[np.ndarray]:
+    """Variances of A and B and their covariance in SSIM's Gaussian windows."""
+    ma, mb = gaussian_filter(ga, sigma), gaussian_filter(gb, sigma)
+    return [gaussian_filter(ga * ga, sigma) - ma * ma, gaussian_filter(gb * gb, sigma) - mb * mb,
+            gaussian_filter(ga * gb, sigma) - ma * mb]
+
+
+def ssim_optimal(a, b, stats, avg) -> np.ndarray:
+    """Per-window α·A + β·B maximising the SSIM contrast-structure sum (grid search), minus the average;
+    stats = `window_stats` of the pair."""
+    va, vb, cab = stats
+    best = np.full(va.shape, -np.inf)
+    wa, wb = np.zeros_like(va), np.zeros_like(va)
     for al in GRID:
         for be in GRID:
             vf = al * al * va + be * be * vb + 2 * al * be * cab
@@ -73,7 +78,7 @@ def edge_unsharp(ga, gb, avg) -> np.ndarray:
     return m[..., None] * 0.1 * (avg - _smooth(avg, 4.0))
 
 
-def _gain(va, vb, cab) -> np.ndarray:
+def best_gain(va, vb, cab) -> np.ndarray:
     """argmax over GAINS of SSIM's contrast-structure sum cs(A,F) + cs(B,F) for F = k·(A + B)/2, given the
     variances of A and B and their covariance (averaging loses contrast where the sources differ; where one
     source only blurs the other, less of the sharp one's detail scores higher)."""
@@ -87,23 +92,20 @@ def _gain(va, vb, cab) -> np.ndarray:
     return gain
 
 
-def _block_mean(x: np.ndarray, b: int) -> np.ndarray:
+def block_mean(x: np.ndarray, b: int) -> np.ndarray:
     h, w = -(-x.shape[0] // b), -(-x.shape[1] // b)
     x = np.pad(x, ((0, h * b - x.shape[0]), (0, w * b - x.shape[1])), mode="edge")
     return x.reshape(h, b, w, b).mean((1, 3))
 
 
-def ssim_gain(ga, gb, avg, block: int | None = None) -> np.ndarray:
-    """(k − 1)·band(avg), k from each SSIM window's statistics (smoothed σ 2 px) or from their means over
-    b×b blocks (smoothed σ 4 px)."""
-    ma, mb = gaussian_filter(ga, 1.5), gaussian_filter(gb, 1.5)
-    stats = [gaussian_filter(ga * ga, 1.5) - ma * ma, gaussian_filter(gb * gb, 1.5) - mb * mb,
-             gaussian_filter(ga * gb, 1.5) - ma * mb]
+def ssim_gain(stats, avg, block: int | None = None) -> np.ndarray:
+    """(k − 1)·band(avg), k from each SSIM window's statistics (`window_stats`; k smoothed σ 2 px) or from
+    their means over b×b blocks (smoothed σ 4 px)."""
     if block is None:
-        k = gaussian_filter(_gain(*stats), 2.0)
+        k = gaussian_filter(best_gain(*stats), 2.0)
     else:
-        k = _gain(*(_block_mean(x, block) for x in stats))
-        k = gaussian_filter(np.kron(k, np.ones((block, block)))[: ga.shape[0], : ga.shape[1]], 4.0)
+        k = best_gain(*(block_mean(x, block) for x in stats))
+        k = gaussian_filter(np.kron(k, np.ones((block, block)))[: avg.shape[0], : avg.shape[1]], 4.0)
     return (k[..., None] - 1) * (avg - _smooth(avg, 3.0))
 
 
@@ -139,7 +141,8 @@ def main() -> None:
         A, B = _rgb(i1).astype(np.float64), _rgb(i2).astype(np.float64)
         ga, gb = A.mean(-1), B.mean(-1)
         avg = (A + B) / 2
-        lean, opt, edge = sharper_lean(A, B, ga, gb), ssim_optimal(A, B, ga, gb, avg), edge_unsharp(ga, gb, avg)
+        stats = window_stats(ga, gb)
+        lean, opt, edge = sharper_lean(A, B, ga, gb), ssim_optimal(A, B, stats, avg), edge_unsharp(ga, gb, avg)
         fused = {"average (baseline)": baselines.fuse("average", i1, i2), "average, rounded half to even": avg}
         if pipe is not None:
             out = pipe.fuse(Image.fromarray(i1), Image.fromarray(i2), task=task, seed=0)[0]
@@ -148,8 +151,8 @@ def main() -> None:
         fused.update({f"SSIM-optimal y {y}": avg + y * opt for y in (0.5, 1.0)})
         fused["edge unsharp"] = avg + edge
         fused.update({f"edge unsharp + SSIM-optimal y {y}": avg + edge + y * opt for y in (0.1, 0.2)})
-        fused["SSIM gain (per window)"] = avg + ssim_gain(ga, gb, avg)
-        fused["SSIM gain (per 8 px block)"] = avg + ssim_gain(ga, gb, avg, block=8)
+        fused["SSIM gain (per window)"] = avg + ssim_gain(stats, avg)
+        fused["SSIM gain (per 8 px block)"] = avg + ssim_gain(stats, avg, block=8)
         for name, f in fused.items():
             add_scores(rows, name, task, i1, i2, f)
     print(f"**{a.set}** ({len(pairs)} pairs; Δ = difference to the averaging baseline, which rounds half up)\n")
