@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from bench_mff_rules import best_gain, block_mean, window_stats  # noqa: E402
+from bench_mff_rules import best_gain, block_mean, block_spread, window_stats  # noqa: E402
 from eval_subsets import add_scores, delta_table, eval_root, spaced_pairs  # noqa: E402
 from scipy.ndimage import gaussian_filter, zoom  # noqa: E402
 
@@ -87,20 +87,21 @@ def main() -> None:
             x = torch.from_numpy(f / 127.5 - 1).permute(2, 0, 1)[None].float()
             return imgs.restore(x, sizes[0])[0].numpy() * 255
 
+        ct = _tiles(C, t)
         band = {"image": C - gaussian_filter(C, (3 * s, 3 * s, 0)),
-                "token": _untile(_tiles(C, t) - gaussian_filter(_tiles(C, t), (0, 0, 3 * s, 3 * s, 0), mode="reflect"))}
+                "token": _untile(ct - gaussian_filter(ct, (0, 0, 3 * s, 3 * s, 0), mode="reflect"))}
         fused = {"average (baseline)": baselines.fuse("average", i1, i2), "decoded latent average c": back(C)}
-        k = gaussian_filter(best_gain(*window_stats(ga, gb, 1.5 * s)), 2 * s)[..., None]
-        fused["k per window, detail over the image (the pixel rule)"] = back(C + (k - 1) * band["image"])
         whole = window_stats(ga, gb, 1.5 * s)
+        k = gaussian_filter(best_gain(*whole), 2 * s)[..., None]
+        fused["k per window, detail over the image (the pixel rule)"] = back(C + (k - 1) * band["image"])
         kb = best_gain(*(block_mean(x, t) for x in whole))
-        kb = gaussian_filter(np.kron(kb, np.ones((t, t))), 4 * s)[..., None]
+        kb = gaussian_filter(block_spread(kb, t, ga.shape), 4 * s)[..., None]
         fused["k per token from windows over the image (token means), smoothed σ 4 px, detail over the image"] = \
             back(C + (kb - 1) * band["image"])
         local = token_window_stats(ga, gb, 1.5 * s, t)
         for smooth in (0.0, 0.5):
             kt = best_gain(*(gaussian_filter(x, smooth, mode="nearest") if smooth else x for x in local))
-            per = {"constant": np.kron(kt, np.ones((t, t))),
+            per = {"constant": block_spread(kt, t, ga.shape),
                    "interpolated": zoom(kt, t, order=1, mode="nearest", grid_mode=True)}
             for how, kk in per.items():
                 for where, d in band.items():

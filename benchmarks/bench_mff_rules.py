@@ -98,6 +98,11 @@ def block_mean(x: np.ndarray, b: int) -> np.ndarray:
     return x.reshape(h, b, w, b).mean((1, 3))
 
 
+def block_spread(x: np.ndarray, b: int, shape) -> np.ndarray:
+    """Each block value over its b × b pixels, cropped to `shape` (the inverse layout of `block_mean`)."""
+    return np.kron(x, np.ones((b, b)))[: shape[0], : shape[1]]
+
+
 def ssim_gain(stats, avg, block: int | None = None) -> np.ndarray:
     """(k − 1)·band(avg), k from each SSIM window's statistics (`window_stats`; k smoothed σ 2 px) or from
     their means over b×b blocks (smoothed σ 4 px)."""
@@ -105,7 +110,7 @@ def ssim_gain(stats, avg, block: int | None = None) -> np.ndarray:
         k = gaussian_filter(best_gain(*stats), 2.0)
     else:
         k = best_gain(*(block_mean(x, block) for x in stats))
-        k = gaussian_filter(np.kron(k, np.ones((block, block)))[: avg.shape[0], : avg.shape[1]], 4.0)
+        k = gaussian_filter(block_spread(k, block, avg.shape), 4.0)
     return (k[..., None] - 1) * (avg - _smooth(avg, 3.0))
 
 
