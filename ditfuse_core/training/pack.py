@@ -24,6 +24,17 @@ def _fit(im: Image.Image, max_side: int, resample) -> Image.Image:
     return im.resize((max(1, round(w * s)), max(1, round(h * s))), resample)
 
 
+def _companion(path, size0, size, dest: Path, resample, save: dict) -> bool:
+    """A gray map registered with its image (MSRC labels, RoadScene infrared), resized as the image was;
+    skipped (False) when it does not match the image's original size."""
+    with Image.open(path) as im:
+        im = im.convert("L")
+        if im.size != size0:
+            return False
+        im.resize(size, resample).save(dest, **save)
+    return True
+
+
 def build_pack(data, out, max_side: int = 384, quality: int = 87) -> tuple[int, int]:
     """Write the pack of ``data`` (shared/data) to ``out``; returns (images, bytes). Raises FileNotFoundError
     when ``data`` holds no training images."""
@@ -43,18 +54,10 @@ def build_pack(data, out, max_side: int = 384, quality: int = 87) -> tuple[int, 
             im.save(out / "images" / f"{name}.jpg", quality=quality)
             size = im.size
         it = {"image": f"images/{name}.jpg", "kind": s.kind, "origin": Path(s.image).name}
-        if s.labels:
-            with Image.open(s.labels) as lab:
-                lab = lab.convert("L")
-                if lab.size == size0:
-                    lab.resize(size, Image.NEAREST).save(out / "labels" / f"{name}.png", optimize=True)
-                    it["labels"] = f"labels/{name}.png"
-        if s.ir:
-            with Image.open(s.ir) as ir:
-                ir = ir.convert("L")
-                if ir.size == size0:
-                    ir.resize(size, Image.BICUBIC).save(out / "ir" / f"{name}.jpg", quality=quality)
-                    it["ir"] = f"ir/{name}.jpg"
+        for key, rel, resample, save in (("labels", f"labels/{name}.png", Image.NEAREST, {"optimize": True}),
+                                         ("ir", f"ir/{name}.jpg", Image.BICUBIC, {"quality": quality})):
+            if getattr(s, key) and _companion(getattr(s, key), size0, size, out / rel, resample, save):
+                it[key] = rel
         items.append(it)
     (out / "index.json").write_text(json.dumps({"sources": items, "max_side": max_side}, indent=0))
     return len(items), sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
