@@ -1,7 +1,7 @@
 """Wall time of one 512×512 fusion with a model folder's default settings (default: the bundled model),
 split into VAE encode, sampling and decode; median of --repeat runs after one warm-up.
 
-    python benchmarks/bench_fuse_speed.py [--model FOLDER] [--size 512] [--threads N]
+    python benchmarks/bench_fuse_speed.py [--model FOLDER] [--size 512] [--threads N] [--device cuda] [--dtype auto]
 """
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="auto")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -36,7 +38,8 @@ def main() -> None:
     from ditfuse_core.pipeline import DiTFusePipeline
 
     t = time.time()
-    pipe = DiTFusePipeline.from_pretrained(a.model)
+    pipe = DiTFusePipeline.from_pretrained(a.model, device=a.device, dtype=a.dtype)
+    sync = torch.cuda.synchronize if pipe.device.type == "cuda" else (lambda: None)
     load_s = time.time() - t
     ex = ROOT / "example_images"
     pics = [ex / "ivif_1_visible.png", ex / "ivif_2_infrared.png"]
@@ -53,8 +56,10 @@ def main() -> None:
 
     def timed(name, fn):
         def run(*args, **kw):
+            sync()
             t0 = time.perf_counter()
             out = fn(*args, **kw)
+            sync()
             stage[name] += time.perf_counter() - t0
             return out
         return run
@@ -65,8 +70,10 @@ def main() -> None:
         rows = []
         for _ in range(a.repeat):
             stage.update(encode=0.0, decode=0.0)
+            sync()
             t0 = time.perf_counter()
             pipe.fuse(im1, im2, task="ivif", seed=0)
+            sync()
             total = time.perf_counter() - t0
             rows.append((total, stage["encode"], stage["decode"]))
     finally:
@@ -74,7 +81,9 @@ def main() -> None:
     total, e, d = (statistics.median(r[i] for r in rows) for i in range(3))
     steps = pipe.defaults.get("steps")
     print(f"\nmodel {pipe.name}: {a.size}×{a.size} pair, {steps} steps, cfg {pipe.defaults.get('cfg')}, "
-          f"img_cfg {pipe.defaults.get('img_cfg')}; torch threads {torch.get_num_threads()}; load {load_s:.1f} s\n")
+          f"img_cfg {pipe.defaults.get('img_cfg')}; {pipe.device} {str(pipe.dtype).replace('torch.', '')}"
+          + (f" ({torch.cuda.get_device_name(pipe.device)})" if pipe.device.type == "cuda" else "")
+          + f"; torch threads {torch.get_num_threads()}; load {load_s:.1f} s\n")
     print("| stage | s |\n| --- | ---: |")
     for name, v in (("VAE encode (2 images)", e), ("sampling", total - e - d), ("VAE decode", d), ("total", total)):
         print(f"| {name} | {v:.2f} |")

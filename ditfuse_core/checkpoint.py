@@ -50,6 +50,12 @@ def detect_format(folder: str | Path) -> str:
     )
 
 
+def model_meta(folder: str | Path) -> dict:
+    """The folder's ditfuse.json (sampling defaults, precision needs, training record), or {}."""
+    f = Path(folder) / "ditfuse.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
 def config_from_phi3(cfg: dict) -> dict:
     """OmniGen-v1's Phi-3 config.json → OmniGenTransformer2DModel kwargs."""
     heads = cfg["num_attention_heads"]

@@ -19,7 +19,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lora", default=None, help="LoRA folder or .safetensors (DiTFuse or diffusers naming)")
     g.add_argument("--lora-strength", type=float, default=1.0)
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, or auto")
-    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: the model's own (ditfuse.json \"precision\"; the bundled model: fp32), else bf16 on "
+                        "GPUs that support it, fp16 on other accelerators, fp32 on the CPU")
     s = p.add_argument_group("sampling (defaults: the model's own, see its ditfuse.json)")
     s.add_argument("--steps", type=int, default=None)
     s.add_argument("--cfg", type=float, default=None)

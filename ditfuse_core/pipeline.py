@@ -1,7 +1,6 @@
 """DiTFusePipeline: images → latents → three-branch sequences → flow sampler → images."""
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -9,7 +8,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint, images as imgs, lora as lora_mod, prompts, sampler, vae as vae_mod
-from .devices import resolve_device, resolve_dtype, resolve_vae_dtype
+from .devices import resolve_device, resolve_model_dtype, resolve_vae_dtype
 from .sequence import build_branch
 from .tokenizer import load_tokenizer
 
@@ -43,14 +42,12 @@ class DiTFusePipeline:
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
         dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev)
+        meta = checkpoint.model_meta(folder)
+        dt = resolve_model_dtype(dtype, dev, meta.get("precision"))
         transformer = checkpoint.load_transformer(folder, dt, dev)
         vae_dt = resolve_vae_dtype(dtype if vae_dtype is None else vae_dtype, dev)
         vae = vae_mod.load_vae(checkpoint.vae_folder(folder), vae_dt, dev)
-        defaults = {}
-        if (folder / "ditfuse.json").is_file():
-            defaults = json.loads((folder / "ditfuse.json").read_text()).get("defaults", {})
-        pipe = cls(transformer, vae, load_tokenizer(folder), defaults, name=folder.name)
+        pipe = cls(transformer, vae, load_tokenizer(folder), meta.get("defaults", {}), name=folder.name)
         if lora:
             pipe.load_lora(lora, lora_strength)
         return pipe

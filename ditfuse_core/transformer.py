@@ -78,13 +78,26 @@ class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
         return torch.stack(rows_cos), torch.stack(rows_sin)
 
     # ---- embeddings --------------------------------------------------------------------------------
+    def embed_patches(self, latents: torch.Tensor, is_input_image: bool) -> torch.Tensor:
+        """[B,C,h,w] → [B, h·w/p², D]: patch tokens plus their position embedding, as OmniGenPatchEmbed, with the
+        stride-p projection as one matmul: PyTorch's CPU (oneDNN) bf16 convolution gets this shape wrong
+        (16 channels, p 4: errors as large as the outputs, torch 2.13), which made bf16 fusions noise."""
+        pe = self.patch_embedding
+        conv = pe.input_image_proj if is_input_image else pe.output_image_proj
+        p = pe.patch_size
+        x = latents.to(self.dtype)
+        b, c, h, w = x.shape
+        if h % p or w % p:
+            raise ValueError(f"latents of {h}×{w} do not split into patches of {p}")
+        x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, c * p * p)
+        return F.linear(x, conv.weight.flatten(1), conv.bias) + pe._cropped_pos_embed(h, w)
+
     def embed_condition(self, branch: Branch, image_latents: list[torch.Tensor]) -> torch.Tensor:
         """[1, L, D] text embeddings with each placeholder span overwritten by its image's patch tokens."""
         dev = self.embed_tokens.weight.device
         emb = self.embed_tokens(branch.input_ids.to(dev)[None]).clone()
         for (s, e), k in zip(branch.image_spans, branch.image_order):
-            lat = image_latents[k].to(dev, self.dtype)
-            tokens = self.patch_embedding(lat, is_input_image=True)
+            tokens = self.embed_patches(image_latents[k].to(dev), is_input_image=True)
             if tokens.shape[1] != e - s:
                 raise ValueError(f"image {k + 1} has {tokens.shape[1]} patch tokens but its placeholder has {e - s}")
             emb[:, s:e] = tokens.to(emb.dtype)
@@ -145,7 +158,7 @@ class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
     def step(self, latents: torch.Tensor, t: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Velocity for latents [B,C,h,w] at times t [B], attending to the cached condition rows."""
         bsz, _, height, width = latents.shape
-        x = self.patch_embedding(latents.to(self.dtype), is_input_image=False)
+        x = self.embed_patches(latents, is_input_image=False)
         n = x.shape[1]
         time_tok, temb = self.embed_time(t)
         h = torch.cat([time_tok, x], dim=1)
@@ -168,7 +181,7 @@ class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
         from .sequence import full_mask
 
         bsz, _, height, width = latents.shape
-        x = self.patch_embedding(latents.to(self.dtype), is_input_image=False)
+        x = self.embed_patches(latents, is_input_image=False)
         n = x.shape[1]
         time_tok, temb = self.embed_time(t)
         cond = self.embed_condition(branch, image_latents).expand(bsz, -1, -1)

@@ -117,7 +117,8 @@ class DiTFuseModelLoader(io.ComfyNode):
                                tooltip="A DiTFuse LoRA file or folder in models/ditfuse/loras."),
                 io.Float.Input("lora_strength", default=1.0, min=-4.0, max=4.0, step=0.05),
                 io.Combo.Input("dtype", options=list(A.DTYPES), default="auto",
-                               tooltip="auto: bf16 on GPUs that support it, fp16 on other accelerators, fp32 on CPU "
+                               tooltip="auto: the precision the model's ditfuse.json asks for (the bundled model: fp32), else "
+                                       "bf16 on GPUs that support it, fp16 on other accelerators, fp32 on CPU "
                                        "(a KL VAE in bf16 where the CPU has it natively: ~2× faster; the bundled model's linear "
                                        "autoencoder always in fp32)."),
                 io.Boolean.Input("offload", default=True,
@@ -138,15 +139,17 @@ class DiTFuseModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, lora, lora_strength, dtype, offload) -> io.NodeOutput:
-        from ditfuse_core.devices import resolve_dtype, resolve_vae_dtype
-        from ditfuse_core.pipeline import DiTFusePipeline
+        from ditfuse_core.checkpoint import model_meta
+        from ditfuse_core.devices import resolve_model_dtype, resolve_vae_dtype
+        from ditfuse_core.pipeline import BUNDLED_MODEL, DiTFusePipeline
 
         roots = model_roots()
         folder = A.resolve_model(model, roots)
         lora_path = A.resolve_lora(lora, roots)
         load_device = mm.get_torch_device()
         offload_device = mm.unet_offload_device() if offload else load_device
-        dt, vae_dt = resolve_dtype(dtype, load_device), resolve_vae_dtype(dtype, load_device)
+        dt = resolve_model_dtype(dtype, load_device, model_meta(folder or BUNDLED_MODEL).get("precision"))
+        vae_dt = resolve_vae_dtype(dtype, load_device)
         pipe = DiTFusePipeline.from_pretrained(model=folder, lora=lora_path, lora_strength=lora_strength,
                                                device=offload_device, dtype=dt, vae_dtype=vae_dt)
         patcher = comfy.model_patcher.ModelPatcher(DiTFuseModule(pipe), load_device=load_device,

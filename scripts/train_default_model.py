@@ -266,6 +266,7 @@ def main(argv=None):
         "name": "ditfuse-tiny",
         "defaults": {**recipes.TINY_DEFAULTS, "steps": a.steps_default or (
             recipes.CONSTRUCTED_STEPS if construct_only and a.average_init else recipes.TINY_DEFAULTS["steps"])},
+        **({"precision": recipes.CONSTRUCTED_PRECISION} if a.average_init else {}),
         "training": {
             "command": cmd, "device": dev_name, "wall_minutes": round(wall / 60, 1), "data": _shown(data),
             "vae": {k: v for k, v in vae_summary.items() if k != "log"},
@@ -386,7 +387,10 @@ def write_card(out: Path, rec: dict) -> None:
         f"* data: `{tr['data']}`" + ("" if constructed else f"; task mix {d['mix']}"),
         _vae_line(v),
         tr_line,
-        f"* sampling defaults (ditfuse.json): {rec['defaults']}", "",
+        f"* sampling defaults (ditfuse.json): {rec['defaults']}",
+        *([f"* precision (ditfuse.json): {rec['precision']['dtype']} on every device with dtype auto (bf16 works, "
+           "but its rounded weights move a fusion by up to 4 of 255 levels)"] if rec.get("precision") else []),
+        "",
         "## Evaluation", "",
     ]
     ev = v.get("eval_psnr")

@@ -61,3 +61,18 @@ def test_bf16_on_cuda_runs_and_stays_close():
     low = _pipe("cuda", torch.bfloat16).fuse(a, b, seed=1, steps=4, max_side=128)[0]
     diff = np.abs(np.asarray(ref, dtype=float) - np.asarray(low, dtype=float)).mean()
     assert diff < 8, diff
+
+
+def test_the_bundled_model_on_cuda_gives_the_cpu_fusion():
+    """dtype auto runs the constructed bundled model in fp32 on the GPU too (its ditfuse.json; auto would be
+    bf16 there for other models, and bf16 turns this one's output into noise)."""
+    from pathlib import Path
+
+    ex = Path(__file__).resolve().parents[1] / "example_images"
+    a, b = (Image.open(ex / f"mff_{k}.png").convert("RGB").resize((256, 256)) for k in ("1_far_focus", "2_near_focus"))
+    cpu = DiTFusePipeline.from_pretrained(device="cpu").fuse(a, b, task="mff")[0]
+    pipe = DiTFusePipeline.from_pretrained(device="cuda")
+    assert pipe.dtype == torch.float32 and pipe.device.type == "cuda"
+    gpu = pipe.fuse(a, b, task="mff")[0]
+    diff = np.abs(np.asarray(cpu, dtype=float) - np.asarray(gpu, dtype=float))
+    assert diff.max() <= 2, diff.max()

@@ -82,6 +82,23 @@ def test_same_seed_same_image_and_dtype_independent_noise(pipe, model_dir):
     assert diff < 8, diff  # same noise: bf16 stays close to fp32
 
 
+@pytest.mark.parametrize("patch, channels", [(4, 16), (2, 4)], ids=["tiny: p 4, 16 ch", "OmniGen: p 2, 4 ch"])
+def test_patch_embedding_in_bf16_matches_fp32(patch, channels):
+    """`embed_patches` is OmniGenPatchEmbed (same weights, same tokens), and in bf16 on the CPU it stays within
+    bf16 rounding: torch 2.13's oneDNN bf16 convolution gets the p 4, 16 channel shape wrong."""
+    from ditfuse_core.tiny import tiny_transformer
+
+    model = tiny_transformer(seed=3, patch_size=patch, in_channels=channels)
+    x = torch.randn(2, channels, 8 * patch, 6 * patch, generator=torch.Generator().manual_seed(0))
+    for is_input in (True, False):
+        ref = model.patch_embedding(x, is_input_image=is_input)
+        assert torch.allclose(model.embed_patches(x, is_input), ref, atol=1e-5)
+    bf = model.to(torch.bfloat16)
+    err = (bf.embed_patches(x, False).float() - ref).abs().max().item()
+    assert err < 0.05 * ref.abs().max().item(), err
+    model.to(torch.float32)
+
+
 def test_auto_dtype_runs_the_vae_in_native_bf16_on_the_cpu(pipe, model_dir):
     """dtype "auto" on a CPU: transformer fp32; VAE bf16 where the CPU has it natively, else fp32; an explicit
     vae_dtype wins. The fusions agree closely either way."""

@@ -37,7 +37,9 @@ def test_the_bundled_recipe_builds_a_linear_autoencoder_model_that_fuses(tmp_pat
     _script().main(args + ["--data", str(pack)])
 
     record = json.loads((out / "ditfuse.json").read_text())
-    assert record["defaults"] == json.loads((BUNDLED_MODEL / "ditfuse.json").read_text())["defaults"]
+    bundled_record = json.loads((BUNDLED_MODEL / "ditfuse.json").read_text())
+    assert record["defaults"] == bundled_record["defaults"]
+    assert record["precision"] == bundled_record["precision"]
     assert record["training"]["transformer"]["detail_map"]["patch"] == 4
     assert "linear autoencoder" in (out / "MODEL_CARD.md").read_text()
     pipe = DiTFusePipeline.from_pretrained(out)
@@ -66,3 +68,25 @@ def test_a_missing_training_pack_is_built_from_shared_data(tmp_path, monkeypatch
     assert mod._data_root(None) == str(tmp_path / "pack")
     assert (tmp_path / "pack" / "index.json").stat().st_mtime_ns == stamp  # built once, then reused
     assert mod._data_root(str(bsds)) == str(bsds)
+
+
+def test_the_bundled_model_runs_in_fp32_with_dtype_auto_on_every_device_and_close_in_bf16():
+    """Its ditfuse.json asks for fp32, so dtype "auto" (bf16 on a GPU for other models) gives fp32 everywhere;
+    an explicit bf16 works and stays within a few levels (until the patch embedding became a matmul, the CPU's
+    bf16 convolution turned it into noise: mean |Δ| 81 of 255)."""
+    from ditfuse_core.checkpoint import model_meta
+    from ditfuse_core.devices import resolve_model_dtype
+
+    precision = model_meta(BUNDLED_MODEL)["precision"]
+    for dev in ("cpu", "cuda", "mps"):  # resolving needs no such device
+        assert resolve_model_dtype("auto", torch.device(dev), precision) == torch.float32
+    assert resolve_model_dtype("bf16", torch.device("cpu"), precision) == torch.bfloat16
+    a, b = (Image.open(EXAMPLES / f"ivif_{k}.png").convert("RGB").resize((96, 96)) for k in ("1_visible", "2_infrared"))
+    fused = {}
+    for dt in ("auto", "fp16", "bf16"):
+        pipe = DiTFusePipeline.from_pretrained(dtype=dt)
+        fused[dt] = np.asarray(pipe.fuse(a, b, task="ivif", max_side=192)[0], np.float64)
+    assert DiTFusePipeline.from_pretrained().dtype == torch.float32
+    for dt, limit in (("fp16", 0.2), ("bf16", 1.0)):
+        diff = np.abs(fused[dt] - fused["auto"])
+        assert diff.mean() < limit and diff.max() <= 4, (dt, diff.mean(), diff.max())

@@ -56,7 +56,7 @@ def forward_batch(model, latents: torch.Tensor, t: torch.Tensor, branches: list[
     equals ``model.forward_branch`` on that row alone. Masks and positions are built on the device."""
     bsz, _, height, width = latents.shape
     dev = latents.device
-    x = model.patch_embedding(latents.to(model.dtype), is_input_image=False)
+    x = model.embed_patches(latents, is_input_image=False)
     n = x.shape[1]
     time_tok, temb = model.embed_time(t)
     lens = torch.tensor([br.length for br in branches])
@@ -76,8 +76,8 @@ def forward_batch(model, latents: torch.Tensor, t: torch.Tensor, branches: list[
         for i, sp in enumerate(spans):
             by_shape.setdefault(tuple(sp[3].shape[-3:]), []).append(i)
         for idxs in by_shape.values():
-            lat = torch.cat([spans[i][3] for i in idxs]).to(dev, model.dtype)
-            tok = model.patch_embedding(lat, is_input_image=True).to(cond.dtype)
+            lat = torch.cat([spans[i][3] for i in idxs]).to(dev)
+            tok = model.embed_patches(lat, is_input_image=True).to(cond.dtype)
             for j, i in enumerate(idxs):
                 b, s0, e0, _ = spans[i]
                 if e0 - s0 != tok.shape[1]:

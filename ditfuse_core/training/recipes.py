@@ -29,6 +29,9 @@ TINY_DEFAULTS = {"steps": 10, "cfg": 1.0, "img_cfg": 1.0, "max_side": 1024, "min
 # the constructed averaging transformer's flow is a straight line: 4 Euler steps land 60.5–62.9 dB (decoded
 # pixels, 8 eval pairs) from its exact target (the detail-mapped latent average), 10 steps 60.8–63.2 dB
 CONSTRUCTED_STEPS = 4
+# ditfuse.json "precision" of a constructed transformer (`devices.resolve_model_dtype`): dtype auto runs it in
+# fp32 on every device (on a GPU it would pick bf16, whose rounded weights move the fusion by up to 4 levels)
+CONSTRUCTED_PRECISION = {"dtype": "fp32"}
 
 # VAE: f = 4, 16 latent channels (3× compression: room for the ≥ 30 dB PSNR target), channels (32, 64, 64),
 # one resnet per level, no mid attention
