@@ -18,6 +18,11 @@ BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "ditfuse-tiny"
 AUTHORS_DEFAULTS = {"steps": 50, "cfg": 2.0, "img_cfg": 1.6, "max_side": 1024}
 
 
+def model_folder(model: str | Path | None) -> Path:
+    """A model argument's folder: None (or "") means the bundled model."""
+    return Path(model) if model else BUNDLED_MODEL
+
+
 class DiTFusePipeline:
     def __init__(self, transformer, vae, tokenizer, defaults: dict | None = None, name: str = "model"):
         self.transformer = transformer
@@ -38,7 +43,7 @@ class DiTFusePipeline:
                         dtype: str | torch.dtype = "auto",
                         vae_dtype: str | torch.dtype | None = None) -> DiTFusePipeline:
         """vae_dtype None: as dtype, except that "auto" on a CPU with native bf16 runs the VAE in bf16."""
-        folder = Path(model) if model else BUNDLED_MODEL
+        folder = model_folder(model)
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
         dev = resolve_device(device)

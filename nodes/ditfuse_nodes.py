@@ -141,14 +141,14 @@ class DiTFuseModelLoader(io.ComfyNode):
     def execute(cls, model, lora, lora_strength, dtype, offload) -> io.NodeOutput:
         from ditfuse_core.checkpoint import model_meta
         from ditfuse_core.devices import resolve_model_dtype, resolve_vae_dtype
-        from ditfuse_core.pipeline import BUNDLED_MODEL, DiTFusePipeline
+        from ditfuse_core.pipeline import DiTFusePipeline, model_folder
 
         roots = model_roots()
         folder = A.resolve_model(model, roots)
         lora_path = A.resolve_lora(lora, roots)
         load_device = mm.get_torch_device()
         offload_device = mm.unet_offload_device() if offload else load_device
-        dt = resolve_model_dtype(dtype, load_device, model_meta(folder or BUNDLED_MODEL).get("precision"))
+        dt = resolve_model_dtype(dtype, load_device, model_meta(model_folder(folder)).get("precision"))
         vae_dt = resolve_vae_dtype(dtype, load_device)
         pipe = DiTFusePipeline.from_pretrained(model=folder, lora=lora_path, lora_strength=lora_strength,
                                                device=offload_device, dtype=dt, vae_dtype=vae_dt)

@@ -75,9 +75,9 @@ def main(argv=None) -> int:
     (Path(a.out) / "summary.json").write_text(json.dumps(summary, indent=1))
     print(text)
     if a.card:
-        from ditfuse_core.pipeline import BUNDLED_MODEL
+        from ditfuse_core.pipeline import model_folder
 
-        write_card_section(Path(a.model) if a.model else BUNDLED_MODEL, summary, text)
+        write_card_section(model_folder(a.model), summary, text)
     return 0
 
 
