@@ -23,6 +23,17 @@ def model_folder(model: str | Path | None) -> Path:
     return Path(model) if model else BUNDLED_MODEL
 
 
+def resolve_dtypes(model: str | Path | None, device: str | torch.device, dtype: str | torch.dtype = "auto",
+                   vae_dtype: str | torch.dtype | None = None) -> tuple[torch.dtype, torch.dtype]:
+    """(transformer, VAE) dtypes of a model on a device, "auto" resolved: the model's own precision
+    (ditfuse.json), else the device's. vae_dtype None: as dtype. The ComfyUI loader resolves them for the GPU
+    it runs on while it loads onto the offload device."""
+    dev = resolve_device(device)
+    precision = checkpoint.model_meta(model_folder(model)).get("precision")
+    return (resolve_model_dtype(dtype, dev, precision),
+            resolve_vae_dtype(dtype if vae_dtype is None else vae_dtype, dev))
+
+
 class DiTFusePipeline:
     def __init__(self, transformer, vae, tokenizer, defaults: dict | None = None, name: str = "model"):
         self.transformer = transformer
@@ -47,12 +58,11 @@ class DiTFusePipeline:
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
         dev = resolve_device(device)
-        meta = checkpoint.model_meta(folder)
-        dt = resolve_model_dtype(dtype, dev, meta.get("precision"))
+        dt, vae_dt = resolve_dtypes(folder, dev, dtype, vae_dtype)
         transformer = checkpoint.load_transformer(folder, dt, dev)
-        vae_dt = resolve_vae_dtype(dtype if vae_dtype is None else vae_dtype, dev)
         vae = vae_mod.load_vae(checkpoint.vae_folder(folder), vae_dt, dev)
-        pipe = cls(transformer, vae, load_tokenizer(folder), meta.get("defaults", {}), name=folder.name)
+        defaults = checkpoint.model_meta(folder).get("defaults", {})
+        pipe = cls(transformer, vae, load_tokenizer(folder), defaults, name=folder.name)
         if lora:
             pipe.load_lora(lora, lora_strength)
         return pipe

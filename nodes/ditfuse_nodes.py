@@ -139,17 +139,14 @@ class DiTFuseModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, lora, lora_strength, dtype, offload) -> io.NodeOutput:
-        from ditfuse_core.checkpoint import model_meta
-        from ditfuse_core.devices import resolve_model_dtype, resolve_vae_dtype
-        from ditfuse_core.pipeline import DiTFusePipeline, model_folder
+        from ditfuse_core.pipeline import DiTFusePipeline, resolve_dtypes
 
         roots = model_roots()
         folder = A.resolve_model(model, roots)
         lora_path = A.resolve_lora(lora, roots)
         load_device = mm.get_torch_device()
         offload_device = mm.unet_offload_device() if offload else load_device
-        dt = resolve_model_dtype(dtype, load_device, model_meta(model_folder(folder)).get("precision"))
-        vae_dt = resolve_vae_dtype(dtype, load_device)
+        dt, vae_dt = resolve_dtypes(folder, load_device, dtype)
         pipe = DiTFusePipeline.from_pretrained(model=folder, lora=lora_path, lora_strength=lora_strength,
                                                device=offload_device, dtype=dt, vae_dtype=vae_dt)
         patcher = comfy.model_patcher.ModelPatcher(DiTFuseModule(pipe), load_device=load_device,
