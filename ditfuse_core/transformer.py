@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from diffusers import OmniGenTransformer2DModel
 from diffusers.loaders import PeftAdapterMixin
 
-from .sequence import Branch, condition_mask
+from .sequence import Branch
 
 
 @dataclass
@@ -41,6 +41,17 @@ class StepMask:
 
     time_keys: int
     key_valid: torch.Tensor | None
+
+
+@dataclass
+class ConditionMask:
+    """The condition tokens' mask (`sequence.condition_mask`: causal, each image span sees itself whole),
+    never materialised: a query in an image span [s, e) sees keys [0, e), no mask needed; text queries
+    see the keys up to themselves. A [L, L] bool mask at 1024 px is 67 M entries, and SDPA over it costs
+    three times the unmasked image blocks."""
+
+    spans: list[tuple[int, int]]
+    length: int
 
 
 class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
@@ -111,13 +122,15 @@ class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
         return self.time_token(proj).unsqueeze(1), self.t_embedder(proj)
 
     # ---- layers ------------------------------------------------------------------------------------
-    def _layers(self, h, cos, sin, mask, cache: KVCache | None = None, keep: bool = False):
+    def _layers(self, h, cos, sin, mask, cache: KVCache | None = None, keep: bool = False, kv_only: bool = False):
         """Run all blocks. mask: [B, Lq, Lk] bool over (cached keys ++ new keys), or a StepMask. keep → return
-        the new tokens' per-layer keys/values."""
+        the new tokens' per-layer keys/values; kv_only → the last block computes only those (the returned
+        hidden states are then not the last block's)."""
         kept_k, kept_v = [], []
+        last = len(self.layers) - 1
         for i, block in enumerate(self.layers):
             past = (cache.keys[i], cache.values[i]) if cache is not None else None
-            h, k, v = run_block(block, h, cos, sin, mask, past)
+            h, k, v = run_block(block, h, cos, sin, mask, past, kv_only=kv_only and i == last)
             if keep:
                 kept_k.append(k)
                 kept_v.append(v)
@@ -141,8 +154,8 @@ class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
             lc = branch.length
             pos = torch.arange(lc, device=emb.device)[None]
             cos, sin = self.rope_cos_sin(pos, [lc + 1 + num_output_tokens])
-            mask = condition_mask(branch).to(emb.device)[None]
-            _, ks, vs = self._layers(emb, cos, sin, mask, keep=True)
+            mask = ConditionMask(sorted(branch.image_spans), lc)
+            _, ks, vs = self._layers(emb, cos, sin, mask, keep=True, kv_only=True)  # their outputs are never read
             per_row.append((ks, vs, lc))
         lmax = max(r[2] for r in per_row)
         keys, values = [], []
@@ -194,20 +207,24 @@ class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
         return self._output(h, temb, n, height, width)
 
 
-def run_block(block, h, cos, sin, mask, past: tuple[torch.Tensor, torch.Tensor] | None = None):
+def run_block(block, h, cos, sin, mask, past: tuple[torch.Tensor, torch.Tensor] | None = None,
+              kv_only: bool = False):
     """One OmniGen block (diffusers' weights and module names; peft-wrapped projections work unchanged).
     past: cached (keys, values) [B, Hkv, Lc, hd] that the new tokens also attend to. Returns the new hidden
-    states and the new tokens' rotated keys and values."""
+    states and the new tokens' rotated keys and values; kv_only → only the keys and values (h is returned
+    as given): the last layer's condition tokens, whose outputs nothing reads."""
     attn = block.self_attn
     bsz, lq, _ = h.shape
     x = block.input_layernorm(h)
-    q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
-    hd = q.shape[-1] // attn.heads
+    k, v = attn.to_k(x), attn.to_v(x)
+    hd = attn.inner_dim // attn.heads
     kvh = k.shape[-1] // hd
-    q = q.view(bsz, lq, attn.heads, hd).transpose(1, 2)
     k = k.view(bsz, lq, kvh, hd).transpose(1, 2)
     v = v.view(bsz, lq, kvh, hd).transpose(1, 2)
-    q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
+    k = _apply_rope(k, cos, sin)
+    if kv_only:
+        return h, k, v
+    q = _apply_rope(attn.to_q(x).view(bsz, lq, attn.heads, hd).transpose(1, 2), cos, sin)
     new_k, new_v = k, v
     if past is not None:
         k = torch.cat([past[0], k], dim=2)
@@ -221,17 +238,39 @@ def run_block(block, h, cos, sin, mask, past: tuple[torch.Tensor, torch.Tensor] 
     return h, new_k, new_v
 
 
-def _attention(q, k, v, mask: torch.Tensor | StepMask) -> torch.Tensor:
-    """SDPA under a [B, Lq, Lk] bool mask or a StepMask (time-token row apart, the rest with at most a
-    broadcast key-padding mask)."""
+def _attention(q, k, v, mask: torch.Tensor | StepMask | ConditionMask) -> torch.Tensor:
+    """SDPA under a [B, Lq, Lk] bool mask, a ConditionMask (block by block) or a StepMask (time-token row
+    apart, the rest with at most a broadcast key-padding mask)."""
     if isinstance(mask, torch.Tensor):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None])
+    if isinstance(mask, ConditionMask):
+        return _condition_attention(q, k, v, mask)
     kp = None if mask.key_valid is None else mask.key_valid[:, None, None, :]
     tk = mask.time_keys
     head = F.scaled_dot_product_attention(q[:, :, :1], k[:, :, :tk], v[:, :, :tk],
                                           attn_mask=None if kp is None else kp[..., :tk])
     rest = F.scaled_dot_product_attention(q[:, :, 1:], k, v, attn_mask=kp)
     return torch.cat([head, rest], dim=2)
+
+
+def _condition_attention(q, k, v, mask: ConditionMask) -> torch.Tensor:
+    """Condition tokens' attention by blocks: each image span against all keys up to its end (unmasked),
+    each run of text between them causal against the keys up to its end."""
+    out, start = [], 0
+    blocks = []
+    for s, e in mask.spans:
+        if s > start:
+            blocks.append((start, s, True))
+        blocks.append((s, e, False))
+        start = e
+    if start < mask.length:
+        blocks.append((start, mask.length, True))
+    for a, b, causal in blocks:
+        m = None
+        if causal:  # row i (position a + i) sees keys j ≤ a + i
+            m = torch.arange(b, device=q.device)[None, :] <= torch.arange(a, b, device=q.device)[:, None]
+        out.append(F.scaled_dot_product_attention(q[:, :, a:b], k[:, :, :b], v[:, :, :b], attn_mask=m))
+    return torch.cat(out, dim=2)
 
 
 def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -225,3 +225,18 @@ def test_clear_errors(model_dir, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             DiTFusePipeline.from_pretrained(model_dir, device="cuda")
+
+
+def test_condition_attention_by_blocks_equals_the_masked_attention():
+    """Prefill attends image spans block by block instead of under a materialised [L, L] mask: same result."""
+    from ditfuse_core import transformer as tr
+    from ditfuse_core.sequence import Branch, condition_mask
+
+    spans = [(7, 7 + 48), (60, 60 + 48)]  # text, image 1, text, image 2, text
+    length = 60 + 48 + 9
+    branch = Branch(torch.zeros(length, dtype=torch.long), spans, [0, 1])
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, length, 16, generator=g) for _ in range(3))
+    dense = tr._attention(q, k, v, condition_mask(branch)[None])
+    blocks = tr._attention(q, k, v, tr.ConditionMask(spans, length))
+    assert torch.allclose(dense, blocks, atol=1e-6)
