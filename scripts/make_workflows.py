@@ -20,11 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-# Settings every shipped workflow uses: the bundled tiny model and its own defaults (4 steps, one branch:
+# Settings every shipped workflow uses: the bundled tiny model and its own defaults (2 steps, one branch:
 # cfg = img_cfg = 1, which is what it is made for; max_side 0 = the model's own working size), so each runs
 # out of the box in seconds on a CPU. With real OmniGen-v1 + DiTFuse weights use the authors' 50 steps, cfg
 # 2.0, img_cfg 1.6, max_side 1024 (see the note in each workflow).
-STEPS, CFG, IMG_CFG, MAX_SIDE, SEED = 4, 1.0, 1.0, 0, 0
+STEPS, CFG, IMG_CFG, MAX_SIDE, SEED = 2, 1.0, 1.0, 0, 0
 CHAIN_SIDE = 512  # the chain upscales the latent 1.5×: 768 px stays well within the tiny model's 2048 px
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 

@@ -110,6 +110,10 @@ def main(argv=None):
                     help="with --average-init: the flow goes to a detail-mapped average, the per-token map "
                          "fitted to unsharp masking (sigma px at the working size, amount) on training crops "
                          "(training/detail_map.py)")
+    ap.add_argument("--focus", default=None, metavar="G1,…,G6",
+                    help="with --detail and --layers ≥ 2: a multi-focus filter, gains of the latent average's octave "
+                         "bands (σ 0–1–2–4–8–16–32 px at the working size), fitted across tokens and switched on by "
+                         "the prompt for multi-focus pairs (training/focus_map.py)")
     ap.add_argument("--cond-dropout", type=float, default=0.1,
                     help="fraction of rows trained without instruction and images (for guidance); 0 when the model "
                          "is only ever sampled with cfg = img_cfg = 1")
@@ -146,6 +150,8 @@ def main(argv=None):
         torch.backends.cudnn.allow_tf32 = True
     if a.detail and not a.average_init:
         ap.error("--detail shapes the constructed transformer: use it with --average-init")
+    if a.focus and not (a.detail and a.layers >= 2):
+        ap.error("--focus adds to the detail map in a second layer: use it with --detail and --layers 2 or more")
     data = _data_root(a.data)
     out = Path(a.out)
     work = Path(a.work) if a.work else out / "work"
@@ -203,7 +209,7 @@ def main(argv=None):
                       ema=kind["ema"] if a.ema is None else a.ema, cond_dropout=a.cond_dropout, loss_weight=a.loss_weight, seed=a.seed, workers=a.workers, device=device,
                       save_every=500 if device.startswith("cuda") else 200, log_every=20 if device.startswith("cuda") else 5,
                       resume="latest" if a.resume else None,
-                      freeze=list(average_init.FROZEN) if a.average_init else [])
+                      freeze=(list(average_init.FROZEN) + (["layers.1."] if a.focus else [])) if a.average_init else [])
     print(f"== transformer: {a.dit_minutes} min, batch {cfg.batch}, sizes {sizes}", flush=True)
     from ditfuse_core.tokenizer import load_tokenizer
     from ditfuse_core.transformer import DiTFuseTransformer
@@ -227,7 +233,15 @@ def main(argv=None):
             latent_map, detail_rec = fit_detail_map(vae, m3.scan_sources(data), sigma=sigma, amount=amount,
                                                     patch=init["patch_size"], seed=a.seed)
             print(f"detail map fitted: {detail_rec}", flush=True)
-        average_init.init_average(model, seed=a.seed, latent_map=latent_map)
+        focus = None
+        if a.focus:
+            from ditfuse_core.training import focus_map
+
+            focus, focus_rec = focus_map.fit_focus_map(vae, m3.scan_sources(data), [float(x) for x in a.focus.split(",")],
+                                                       latent_map, patch=init["patch_size"], seed=a.seed)
+            focus["gate_ids"] = focus_rec["gate_ids"] = focus_map.gate_token_ids(load_tokenizer())
+            print(f"multi-focus filter fitted: {focus_rec}", flush=True)
+        average_init.init_average(model, seed=a.seed, latent_map=latent_map, focus=focus)
         print("constructed 'average the inputs' initialisation; frozen: " + ", ".join(average_init.FROZEN), flush=True)
     elif a.align_init:
         recipes.align_attention_init(model, a.align_init, quiet=a.quiet_init)
@@ -246,6 +260,8 @@ def main(argv=None):
         dit_summary = tr.fit()
     if latent_map is not None:
         dit_summary["detail_map"] = detail_rec
+    if a.focus:
+        dit_summary["focus_map"] = focus_rec
     print(json.dumps(dit_summary), flush=True)
     # export the EMA weights unless the raw ones do better on held-out batches (short runs)
     use_ema = False
@@ -349,6 +365,15 @@ def _detail_text(rec: dict | None) -> str:
             f"{rec['relative_residual']}")
 
 
+def _focus_text(rec: dict | None) -> str:
+    if not rec:
+        return ""
+    return (f"; multi-focus filter (band gains {rec['gains']} over σ {rec['band_sigmas']} px at the working size, "
+            f"across tokens through a {rec['rank']}-direction smoothing head) fitted on {rec['crops']} crops of "
+            f"{rec['size']} px enlarged {rec['upscale']:g}×, relative residual {rec['relative_residual_of_filter']}; "
+            f"off for prompts with token ids {rec['gate_ids']}")
+
+
 def write_card(out: Path, rec: dict) -> None:
     tr = rec["training"]
     v, d = tr["vae"], tr["transformer"]
@@ -367,6 +392,9 @@ def write_card(out: Path, rec: dict) -> None:
                     "masking (`ditfuse_core/training/detail_map.py`), which gives back detail contrast averaging loses."]
                    if d.get("detail_map") else
                    ["average of the two input images' latents, so a fusion is exactly the latent average, decoded."]),
+                 *(["For multi-focus prompts a second layer adds a filter of the average across neighbouring tokens",
+                    "(gains per octave band, fitted on training crops: `ditfuse_core/training/focus_map.py`), which",
+                    "the IVIF/MEF subtags and the control/segmentation tags switch off."] if d.get("focus_map") else []),
                  "Training from this starting point is in the recipe (`--average-init` with `--dit-minutes N`); runs",
                  "of up to an hour on this 2-core CPU did not improve on it (see ditfuse_core/training/README.md)."]
     else:
@@ -374,7 +402,8 @@ def write_card(out: Path, rec: dict) -> None:
                  "own commands on M3 data synthesised from `shared/data/train` (MSRC-v2, BSDS500, RoadScene)."]
     tr_line = (f"* transformer: {d['params'] / 1e6:.2f} M params, hidden {d['config']['hidden_size']}, "
                f"{d['config']['num_layers']} layers, patch {d['config']['patch_size']}; "
-               + ("constructed, 0 training steps" + _detail_text(d.get("detail_map")) if constructed else
+               + ("constructed, 0 training steps" + _detail_text(d.get("detail_map")) + _focus_text(d.get("focus_map"))
+                  if constructed else
                   f"{d['steps']} steps in {d['wall_s']} s, batch {d['batch']}, crop sizes {d['sizes']}, lr {d['lr']}, "
                   f"EMA {d['ema']}, bf16: {d.get('mixed_precision')}"))
     lines = [

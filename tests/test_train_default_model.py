@@ -41,6 +41,8 @@ def test_the_bundled_recipe_builds_a_linear_autoencoder_model_that_fuses(tmp_pat
     assert record["defaults"] == bundled_record["defaults"]
     assert record["precision"] == bundled_record["precision"]
     assert record["training"]["transformer"]["detail_map"]["patch"] == 4
+    focus, bundled_focus = record["training"]["transformer"]["focus_map"], bundled_record["training"]["transformer"]["focus_map"]
+    assert focus["gains"] == bundled_focus["gains"] and focus["gate_ids"] == bundled_focus["gate_ids"]
     assert "linear autoencoder" in (out / "MODEL_CARD.md").read_text()
     pipe = DiTFusePipeline.from_pretrained(out)
     assert isinstance(pipe.vae, LinearAutoencoder) and pipe.vae.dtype == torch.float32

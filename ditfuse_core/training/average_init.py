@@ -35,7 +35,7 @@ S = list(range(0, 257))
 CODE = list(range(257, 281))
 MIRROR = list(range(281, 305))
 M_IN, M_OUT, M_T, T_DIM = (305, 306), (307, 308), (309, 310), (311, 312)
-FREE = list(range(313, 320))
+FREE = list(range(313, 320))  # FREE[0], FREE[1]: BOS and gate-token markers of the multi-focus path
 # magnitudes. Input tokens carry a huge marker: every input token then has the same RMS whatever its content,
 # so both images get equal attention weight, and their own queries are weak (they barely attend to themselves,
 # which would erase their content). Output tokens' marker is RATIO× smaller, so an output query's position
@@ -47,6 +47,7 @@ FREE = list(range(313, 320))
 # (decoded 46 dB from the latent average on a Lytro pair, SSIM −0.006 on five), at 500 ~0.1 % (61 dB).
 MARK_IN, RATIO, MARK_AFTER, A0, MARK_T = 10000.0, 20.0, 30.0, 500.0, 5000.0
 G_ALIGN, B_TIME = 10.0, 30.0  # logit per matching (axis, frequency); bonus for the time token in head 4
+B_SINK, MARGIN = 60.0, 80.0  # multi-focus path: BOS bonus for input/time queries; logits a switch wins by
 B_INPUT = 12 * G_ALIGN * (RATIO - 1) + 12 * G_ALIGN  # beats an output token's match with itself by 12·G
 # the construction itself stays fixed in training (Adam's steps would soon undo its exact cancellations)
 FROZEN = ("patch_embedding.", "time_token.", "layers.0.", "norm.", "proj_out.")
@@ -128,13 +129,133 @@ def _align_head(attn, head: int, rms_q: float, rms_k: float, gain: float, bonus:
     wk[head * HEAD_DIM + slots[len(CODE)], k_mark] = beta
 
 
+def _time_head(attn, head: int, sizes: dict, ms: float) -> None:
+    """Head ``head``: output tokens → the time token (marker only, no position code); its value ±A0(1 − t)
+    goes to the T dims, where the final LayerNorm reads it."""
+    rows = slice(head * HEAD_DIM, (head + 1) * HEAD_DIM)
+    attn.to_q.weight[rows] = 0
+    attn.to_k.weight[rows] = 0
+    attn.to_v.weight[rows] = 0
+    attn.to_out[0].weight[:, rows] = 0
+    s0 = head * HEAD_DIM + _nope_slots()[0]
+    beta = _marker_gain(B_TIME, sizes["mark_out"] / sizes["rms_out"], MARK_T / sizes["rms_t"], ms)
+    attn.to_q.weight[s0, M_OUT[0]] = beta
+    attn.to_k.weight[s0, M_T[0]] = beta
+    attn.to_v.weight[head * HEAD_DIM, T_DIM[0]] = 1.0
+    attn.to_out[0].weight[T_DIM[0], head * HEAD_DIM] = sizes["rms_t"]
+    attn.to_out[0].weight[T_DIM[1], head * HEAD_DIM] = -sizes["rms_t"]
+
+
+def _shrink_markers(mlp, sizes: dict) -> None:
+    """The MLP shrinks the input and output markers to MARK_AFTER (what later layers and the final
+    LayerNorm expect)."""
+    n_int = mlp.down_proj.weight.shape[1]
+    mlp.gate_up_proj.weight.zero_()
+    mlp.down_proj.weight.zero_()
+    for unit, (mark, val, rms) in enumerate(((M_IN, MARK_IN, sizes["rms_in"]), (M_OUT, sizes["mark_out"], sizes["rms_out"]))):
+        n_mark = val / rms                                       # ≈ 12.6 on the tokens that carry it
+        mlp.gate_up_proj.weight[unit, mark[0]] = 2.0             # gate ≈ 25: SiLU ≈ identity; 0 elsewhere
+        mlp.gate_up_proj.weight[n_int + unit, mark[0]] = 1.0     # up = n_mark
+        amount = (val - MARK_AFTER) / (2.0 * n_mark * n_mark)
+        mlp.down_proj.weight[mark[0], unit] = -amount
+        mlp.down_proj.weight[mark[1], unit] = amount
+
+
+def _slot_logit(attn, head: int, slot: int, q_dims, k_dim: int, bonus: float, q_val: float, k_val: float,
+                ms: float) -> None:
+    """One non-rotating slot of ``head``: logit +bonus when the query carries any of ``q_dims`` (normalised
+    value q_val) and the key carries ``k_dim`` (k_val)."""
+    beta = _marker_gain(bonus, q_val, k_val, ms)
+    row = head * HEAD_DIM + _nope_slots()[slot]
+    attn.to_q.weight[row] = 0
+    attn.to_k.weight[row] = 0
+    for d in q_dims:
+        attn.to_q.weight[row, d] = beta
+    attn.to_k.weight[row, k_dim] = beta
+
+
+def _build_focus(model, focus: dict, E: torch.Tensor, sizes: dict, ms: float) -> None:
+    """The multi-focus filter (`focus_map`): target M·c + D·c + O·smooth(P·c) unless the prompt carries a gate
+    token (the first token of the IVIF/MEF subtags and of the control/segmentation tags, ``focus["gate_ids"]``).
+
+    Layer 0, head 4: each output token's smoothed neighbourhood of input tokens (position logits of two
+    code frequencies, `focus_map.KERNEL`), value P, out −O. Layer 1, heads 0–3: the input tokens at the
+    output token's own position again, value D; head 4: the time copy (moved here from layer 0, so output
+    tokens keep a steady RMS through layer 0 and 1 and the kernel's width does not change with t); layer 1's
+    MLP shrinks the markers. Switches: gate tokens are keys (marker FREE[1]) that these heads' output
+    queries prefer to every input token, with value 0; the BOS token (FREE[0]) is such a key for the input and time
+    tokens' queries in layer 0, so their states reach layer 1 unchanged (their own attention would otherwise
+    mix the image into them). Text embeddings carry no content (S = 0): every text value is zero."""
+    from .focus_map import KERNEL
+
+    rms_in, rms_out, mark_out = sizes["rms_in"], sizes["rms_out"], sizes["mark_out"]
+    f32 = lambda x: x.to(torch.float32)  # noqa: E731
+    emb = model.embed_tokens.weight
+    emb[:, S] = 0
+    emb[:, FREE[:2]] = 0
+    bos, sink_val = 1, math.sqrt(HIDDEN)  # a token with one large dim normalises to sqrt(HIDDEN) there
+    emb[bos, FREE[0]] = 100.0
+    for i in focus["gate_ids"]:
+        emb[int(i), FREE[1]] = 100.0
+    n_in, n_out = MARK_IN / rms_in, mark_out / rms_out  # the markers' normalised values (equal for M_T)
+    switch = len(CODE) + 1  # the slot after the position code and the input marker (`_align_head`)
+
+    # ---- layer 0: heads 0–3 as built; input/time queries go to BOS; head 4 smooths the neighbourhood
+    attn = model.layers[0].self_attn
+    for h in range(4):
+        _slot_logit(attn, h, switch, (M_IN[0], M_T[0]), FREE[0], B_SINK, n_in, sink_val, ms)
+    h4 = slice(4 * HEAD_DIM, 5 * HEAD_DIM)
+    for w in (attn.to_q.weight, attn.to_k.weight, attn.to_v.weight):
+        w[h4] = 0
+    attn.to_out[0].weight[:, h4] = 0
+    slots = _nope_slots()
+    peak = 0.0
+    for i, (f, gain) in enumerate(KERNEL):  # per axis: CODE holds (sin, cos) of FREQS[f] at 2f, 2f + 1
+        alpha = math.sqrt(gain * math.sqrt(HEAD_DIM) * rms_out * rms_in) / ms
+        for axis in range(2):
+            for j in range(2):
+                row = 4 * HEAD_DIM + slots[4 * i + 2 * axis + j]
+                d = CODE[12 * axis + 2 * f + j]
+                attn.to_q.weight[row, d] = alpha
+                attn.to_k.weight[row, d] = alpha
+        peak += 2 * gain
+    # output keys' code is RATIO× stronger than input keys' (they are normalised by rms_out): the input
+    # bonus beats the output token at the query's own position by MARGIN, with 2 % to spare for its RMS
+    b_in = 1.02 * RATIO * peak - peak + MARGIN
+    _slot_logit(attn, 4, 4 * len(KERNEL), (M_OUT[0],), M_IN[0], b_in, n_out, n_in, ms)
+    _slot_logit(attn, 4, 4 * len(KERNEL) + 1, (M_IN[0], M_T[0]), FREE[0], B_SINK, n_in, sink_val, ms)
+    _slot_logit(attn, 4, 4 * len(KERNEL) + 2, (M_OUT[0],), FREE[1], peak + b_in + MARGIN, n_out, sink_val, ms)
+    p_map, o_map = focus["P"].to(torch.float64), focus["O"].to(torch.float64)
+    assert p_map.shape[0] <= HEAD_DIM, "the smoothing head carries at most HEAD_DIM directions"
+    attn.to_v.weight[4 * HEAD_DIM: 4 * HEAD_DIM + p_map.shape[0]] = f32(p_map @ E.T)
+    attn.to_out[0].weight[:, 4 * HEAD_DIM: 4 * HEAD_DIM + p_map.shape[0]] = f32(-rms_in * E @ o_map)
+    model.layers[0].mlp.gate_up_proj.weight.zero_()
+    model.layers[0].mlp.down_proj.weight.zero_()
+
+    # ---- layer 1: D at the own position (gated), the time copy, the markers shrunk -----------------
+    blk = model.layers[1]
+    attn = blk.self_attn
+    for norm in (blk.input_layernorm, blk.post_attention_layernorm):
+        norm.weight.fill_(1.0)
+    for h in range(4):
+        _align_head(attn, h, rms_out, rms_in, G_ALIGN, B_INPUT, ms, M_OUT[0], M_IN[0], n_out, n_in)
+        _slot_logit(attn, h, switch, (M_OUT[0],), FREE[1], 12 * G_ALIGN + B_INPUT + MARGIN, n_out, sink_val, ms)
+    attn.to_v.weight.zero_()
+    attn.to_v.weight[:256] = f32(focus["D"].to(torch.float64) @ E.T)
+    attn.to_out[0].weight.zero_()
+    attn.to_out[0].weight[:, :256] = f32(-rms_in * E)
+    _time_head(attn, 4, sizes, ms)
+    _shrink_markers(blk.mlp, sizes)
+
+
 @torch.no_grad()
-def init_average(model, seed: int = 0, latent_map: torch.Tensor | None = None) -> dict:
+def init_average(model, seed: int = 0, latent_map: torch.Tensor | None = None, focus: dict | None = None) -> dict:
     """Overwrite ``model`` (built from :func:`config`, default random init) with the averaging construction.
     Layers ≥ 1 keep their random q/k/v and MLP input weights, get the alignment prior on head 0, and start
     with zero output projections. ``latent_map`` (`detail_map.fit_detail_map`), [C·p², C·p²] or [C, C]: the
     flow goes to M·c instead, M applied to every token (or latent pixel) of the average, in the values heads
-    0–3 read."""
+    0–3 read. ``focus`` (`focus_map.fit_focus_map`, plus "gate_ids"): layer 1 is built too (see
+    :func:`_build_focus`), the layers after it start as identities."""
     cfg = model.config
     assert cfg.hidden_size == HIDDEN and cfg.num_attention_heads == HIDDEN // HEAD_DIM
     p, ch = cfg.patch_size, cfg.in_channels
@@ -187,14 +308,6 @@ def init_average(model, seed: int = 0, latent_map: torch.Tensor | None = None) -
     for h in range(4):
         _align_head(attn, h, rms_out, rms_in, G_ALIGN, B_INPUT, ms, M_OUT[0], M_IN[0],
                     mark_out / rms_out, MARK_IN / rms_in)
-    # head 4: output tokens → the time token (no position code: clear and set the marker only)
-    rows = slice(4 * HEAD_DIM, 5 * HEAD_DIM)
-    attn.to_q.weight[rows] = 0
-    attn.to_k.weight[rows] = 0
-    s0 = _nope_slots()[0]
-    beta = _marker_gain(B_TIME, mark_out / rms_out, MARK_T / rms_t, ms)
-    attn.to_q.weight[4 * HEAD_DIM + s0, M_OUT[0]] = beta
-    attn.to_k.weight[4 * HEAD_DIM + s0, M_T[0]] = beta
     attn.to_v.weight.zero_()
     values = E.T
     if latent_map is not None:  # E's columns are (channel, row, col), as a token map's
@@ -203,27 +316,22 @@ def init_average(model, seed: int = 0, latent_map: torch.Tensor | None = None) -
             m = torch.kron(m, torch.eye(p * p, dtype=torch.float64))
         values = m @ E.T
     attn.to_v.weight[:256] = f32(values)
-    attn.to_v.weight[256, T_DIM[0]] = 1.0
     attn.to_out[0].weight.zero_()
     attn.to_out[0].weight[:, :256] = f32(-rms_in * E)
-    attn.to_out[0].weight[T_DIM[0], 256] = rms_t
-    attn.to_out[0].weight[T_DIM[1], 256] = -rms_t
-    mlp = blk.mlp
-    n_int = mlp.down_proj.weight.shape[1]
-    mlp.gate_up_proj.weight.zero_()
-    mlp.down_proj.weight.zero_()
-    for unit, (mark, val, rms) in enumerate(((M_IN, MARK_IN, rms_in), (M_OUT, mark_out, rms_out))):
-        n_mark = val / rms                                       # ≈ 12.6 on the tokens that carry it
-        mlp.gate_up_proj.weight[unit, mark[0]] = 2.0             # gate ≈ 25: SiLU ≈ identity; 0 elsewhere
-        mlp.gate_up_proj.weight[n_int + unit, mark[0]] = 1.0     # up = n_mark
-        amount = (val - MARK_AFTER) / (2.0 * n_mark * n_mark)
-        mlp.down_proj.weight[mark[0], unit] = -amount
-        mlp.down_proj.weight[mark[1], unit] = amount
+    sizes = {"rms_in": rms_in, "rms_out": rms_out, "rms_t": rms_t, "mark_out": mark_out}
+    if focus is None:
+        _time_head(attn, 4, sizes, ms)
+        _shrink_markers(blk.mlp, sizes)
+        later = model.layers[1:]
+    else:
+        assert len(model.layers) >= 2, "the multi-focus path needs a second layer"
+        _build_focus(model, focus, E, sizes, ms)
+        later = model.layers[2:]
 
     # ---- layers ≥ 1: identity at start, head 0 aligned, content emphasised in the norms ---------------
     rms_in1 = _rms(100, 24, 2 * MARK_AFTER ** 2)
     rms_out1 = _rms(100, 24, 2 * MARK_AFTER ** 2, 2 * (A0 / 2) ** 2)
-    for blk in model.layers[1:]:
+    for blk in later:
         _align_head(blk.self_attn, 0, rms_out1, rms_in1, 4.0, 10.0, ms, M_OUT[0], M_IN[0],
                     MARK_AFTER / rms_out1, MARK_AFTER / rms_in1, clear=False)
         blk.self_attn.to_out[0].weight.zero_()
@@ -243,4 +351,4 @@ def init_average(model, seed: int = 0, latent_map: torch.Tensor | None = None) -
     w = (kappa * E.T).reshape(ch, p, p, HIDDEN).permute(1, 2, 0, 3).reshape(p * p * ch, HIDDEN)
     model.proj_out.weight.copy_(f32(w))
     model.proj_out.bias.zero_()
-    return {"rms_in": rms_in, "rms_out": rms_out, "rms_t": rms_t, "kappa": kappa, "time_feature": k}
+    return {**sizes, "kappa": kappa, "time_feature": k}
