@@ -32,7 +32,8 @@ from eval_subsets import KEY, eval_root, spaced_pairs  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 from scipy.optimize import minimize  # noqa: E402
 
-SIGMAS = [0, 1, 2, 4, 8, 16, 32]
+from ditfuse_core.training.focus_map import BAND_SIGMAS as SIGMAS  # noqa: E402  (the bundled filter's bands)
+
 FLOORS = [(0.0, 0.0), (0.002, 0.0007), (0.005, 0.0017), (0.01, 0.0033)]  # (Qabf, VIF) margins asked for
 
 
