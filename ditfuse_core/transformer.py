@@ -256,8 +256,7 @@ def _attention(q, k, v, mask: torch.Tensor | StepMask | ConditionMask) -> torch.
 def _condition_attention(q, k, v, mask: ConditionMask) -> torch.Tensor:
     """Condition tokens' attention by blocks: each image span against all keys up to its end (unmasked),
     each run of text between them causal against the keys up to its end."""
-    out, start = [], 0
-    blocks = []
+    blocks, start = [], 0
     for s, e in mask.spans:
         if s > start:
             blocks.append((start, s, True))
@@ -265,6 +264,7 @@ def _condition_attention(q, k, v, mask: ConditionMask) -> torch.Tensor:
         start = e
     if start < mask.length:
         blocks.append((start, mask.length, True))
+    out = []
     for a, b, causal in blocks:
         m = None
         if causal:  # row i (position a + i) sees keys j ≤ a + i

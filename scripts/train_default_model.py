@@ -209,7 +209,7 @@ def main(argv=None):
                       ema=kind["ema"] if a.ema is None else a.ema, cond_dropout=a.cond_dropout, loss_weight=a.loss_weight, seed=a.seed, workers=a.workers, device=device,
                       save_every=500 if device.startswith("cuda") else 200, log_every=20 if device.startswith("cuda") else 5,
                       resume="latest" if a.resume else None,
-                      freeze=(list(average_init.FROZEN) + (["layers.1."] if a.focus else [])) if a.average_init else [])
+                      freeze=list(average_init.frozen(bool(a.focus))) if a.average_init else [])
     print(f"== transformer: {a.dit_minutes} min, batch {cfg.batch}, sizes {sizes}", flush=True)
     from ditfuse_core.tokenizer import load_tokenizer
     from ditfuse_core.transformer import DiTFuseTransformer
@@ -242,7 +242,8 @@ def main(argv=None):
             focus["gate_ids"] = focus_rec["gate_ids"] = focus_map.gate_token_ids(load_tokenizer())
             print(f"multi-focus filter fitted: {focus_rec}", flush=True)
         average_init.init_average(model, seed=a.seed, latent_map=latent_map, focus=focus)
-        print("constructed 'average the inputs' initialisation; frozen: " + ", ".join(average_init.FROZEN), flush=True)
+        print("constructed 'average the inputs' initialisation; frozen: " + ", ".join(average_init.frozen(bool(a.focus))),
+              flush=True)
     elif a.align_init:
         recipes.align_attention_init(model, a.align_init, quiet=a.quiet_init)
         print(f"spatial-alignment attention prior, strength {a.align_init}", flush=True)

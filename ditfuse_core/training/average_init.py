@@ -51,6 +51,11 @@ B_SINK, MARGIN = 60.0, 80.0  # multi-focus path: BOS bonus for input/time querie
 B_INPUT = 12 * G_ALIGN * (RATIO - 1) + 12 * G_ALIGN  # beats an output token's match with itself by 12·G
 # the construction itself stays fixed in training (Adam's steps would soon undo its exact cancellations)
 FROZEN = ("patch_embedding.", "time_token.", "layers.0.", "norm.", "proj_out.")
+
+
+def frozen(focus: bool = False) -> tuple[str, ...]:
+    """FROZEN, plus layer 1 when it holds the multi-focus path (`init_average(focus=…)`)."""
+    return FROZEN + (("layers.1.",) if focus else ())
 R2_NOMINAL = 256.0 + 150.0  # E|x0 − c|² per token (unit-variance noise, averaged latents)
 
 

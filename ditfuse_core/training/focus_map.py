@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from .average_init import FREQS
+
 BAND_SIGMAS = (0, 1, 2, 4, 8, 16, 32)  # working px; band i = G_σi − G_σi+1, G_0 = identity
 # position-code frequencies (indices into average_init.FREQS) and logit gains per axis of the smoothing
 # head: w(Δ) ∝ exp(Σ g·(cos(ωΔ) − 1)); about a Gaussian of σ 1 token, below e^−40 from 8 tokens on, and unique
@@ -39,8 +41,6 @@ def band_filter(img: np.ndarray, gains) -> np.ndarray:
 
 def kernel_logit(delta: torch.Tensor) -> torch.Tensor:
     """Per-axis logit of a token offset (0 at offset 0)."""
-    from .average_init import FREQS
-
     return sum(g * (torch.cos(FREQS[f] * delta) - 1.0) for f, g in KERNEL)
 
 
@@ -122,6 +122,4 @@ def gate_token_ids(tokenizer) -> list[int]:
 
 def kernel_sigma() -> float:
     """The kernel's width in tokens (from its curvature at 0), for the record."""
-    from .average_init import FREQS
-
     return 1.0 / math.sqrt(sum(g * FREQS[f] ** 2 for f, g in KERNEL))
