@@ -8,8 +8,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from . import prompts
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "example_images"
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+INSTRUCTION_HELP = "replaces the task's standard requirement sentence (presets: ditfuse --help)"
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -23,9 +26,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="auto: the model's own (ditfuse.json \"precision\"; the bundled model: fp32), else bf16 on "
                         "GPUs that support it, fp16 on other accelerators, fp32 on the CPU")
     s = p.add_argument_group("sampling (defaults: the model's own, see its ditfuse.json)")
-    s.add_argument("--steps", type=int, default=None)
-    s.add_argument("--cfg", type=float, default=None)
-    s.add_argument("--img-cfg", type=float, default=None)
+    s.add_argument("--steps", type=int, default=None, help="0 or unset: the model's default")
+    s.add_argument("--cfg", type=float, default=None, help="negative or unset: the model's default")
+    s.add_argument("--img-cfg", type=float, default=None, help="negative or unset: the model's default")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--max-side", type=int, default=None, help="longest side the inputs are resized to")
     s.add_argument("--min-scale", type=float, default=None,
@@ -42,6 +45,11 @@ def _open(path):
     from PIL import Image
 
     return Image.open(path).convert("RGB")
+
+
+def _open_pair(args) -> tuple:
+    """Image 1 and image 2 (None: image 1 is given as both)."""
+    return _open(args.image1), (_open(args.image2) if args.image2 else None)
 
 
 class _Bar:
@@ -80,7 +88,8 @@ def cmd_fuse(args) -> None:
 
 def cmd_control(args) -> None:
     pipe = _load(args)
-    out = pipe.control(_open(args.image), args.adjustment, args.instruction, progress=_Bar("control"), **_kw(args))
+    out = pipe.control(*_open_pair(args), adjustment=args.adjustment, instruction=args.instruction,
+                       progress=_Bar("control"), **_kw(args))
     _save(out[0], args.output)
 
 
@@ -88,8 +97,8 @@ def cmd_segment(args) -> None:
     from PIL import Image
 
     pipe = _load(args)
-    overlay, mask = pipe.segment(_open(args.image), getattr(args, "class"), args.instruction,
-                                 progress=_Bar("segment"), **_kw(args))
+    overlay, mask = pipe.segment(*_open_pair(args), class_name=getattr(args, "class"),
+                                 instruction=args.instruction, progress=_Bar("segment"), **_kw(args))
     _save(overlay[0], args.output)
     if args.mask:
         _save(Image.fromarray((mask[0].numpy() * 255).astype("uint8")), args.mask)
@@ -134,30 +143,38 @@ def cmd_demo(args) -> None:
     _save(sheet, str(out_dir / "contact_sheet.png"))
 
 
+def _pair_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image1", help="visible / far-focus / over-exposed image")
+    p.add_argument("image2", nargs="?", default=None,
+                   help="infrared / near-focus / under-exposed image (omitted: image 1 is given as both)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ditfuse", description="Instruction-driven image fusion with DiTFuse.")
+    p = argparse.ArgumentParser(prog="ditfuse", description="Instruction-driven image fusion with DiTFuse.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="instruction presets (empty --instruction: the task's standard prompt):\n"
+                                       + prompts.presets_text())
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("fuse", help="fuse two images")
     f.add_argument("image1", help="visible / far-focus / over-exposed image")
     f.add_argument("image2", help="infrared / near-focus / under-exposed image")
-    f.add_argument("--task", default="ivif", choices=["ivif", "mff", "mef", "generic"])
-    f.add_argument("--instruction", default="", help="extra requirement sentence")
+    f.add_argument("--task", default="ivif", choices=prompts.FUSION_TASKS)
+    f.add_argument("--instruction", default="", help=INSTRUCTION_HELP)
     f.add_argument("-o", "--output", required=True)
     _model_args(f)
     f.set_defaults(func=cmd_fuse)
 
-    c = sub.add_parser("control", help="brightness / contrast refinement of one image")
-    c.add_argument("image")
-    c.add_argument("--adjustment", default="LIGHT+", choices=["LIGHT++", "LIGHT+", "LIGHT-", "LIGHT--",
-                                                                 "CONTRAST+", "CONTRAST-"])
-    c.add_argument("--instruction", default="")
+    c = sub.add_parser("control", help="fuse a pair and adjust brightness / contrast (one image: refine it)")
+    _pair_args(c)
+    c.add_argument("--adjustment", default="LIGHT+", choices=prompts.ADJUSTMENTS)
+    c.add_argument("--instruction", default="", help="replaces the standard requirement sentence")
     c.add_argument("-o", "--output", required=True)
     _model_args(c)
     c.set_defaults(func=cmd_control)
 
-    s = sub.add_parser("segment", help="instruction-following segmentation (blue overlay + mask)")
-    s.add_argument("image")
+    s = sub.add_parser("segment", help="fuse a pair and overlay a class in blue (+ mask); one image: segment it")
+    _pair_args(s)
     s.add_argument("--class", required=True, help="class name, e.g. person")
     s.add_argument("--instruction", default="")
     s.add_argument("-o", "--output", required=True)
@@ -167,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("batch", help="fuse DIR/image1/X with DIR/image2/X for every X")
     b.add_argument("folder")
-    b.add_argument("--task", default="ivif", choices=["ivif", "mff", "mef", "generic"])
-    b.add_argument("--instruction", default="")
+    b.add_argument("--task", default="ivif", choices=prompts.FUSION_TASKS)
+    b.add_argument("--instruction", default="", help=INSTRUCTION_HELP)
     b.add_argument("-o", "--output", required=True, help="output folder")
     _model_args(b)
     b.set_defaults(func=cmd_batch)

@@ -15,8 +15,9 @@ Fusion samples (target = the clean image):
 * ``ivif`` – image 1 a visible copy with low light + noise / haze / colour shift in places, image 2 an
   infrared-like copy (gray, remapped or inverted intensities, low texture, "hot" objects).
 
-Control samples: brightness (LIGHT++/+/-/--) and contrast (CONTRAST+/-) changes of the image.
-Segmentation samples: the image with a translucent blue overlay on a named MSRC class.
+Control and segmentation samples take an M3 pair of the source as their two inputs, as the authors' do (the
+model fuses and adjusts / segments): the target is the source with its brightness (LIGHT++/+/-/--) or contrast
+(CONTRAST+/-) changed, or with a translucent blue overlay on a named MSRC class.
 """
 from __future__ import annotations
 
@@ -30,13 +31,15 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from scipy import ndimage
 
+from . import prompts
+
 BLOCK_SIZES = (32, 64, 128)
 BLUR_KERNELS = (3, 5, 7, 9, 11)
 DEGRADATIONS = ("mask", "noise", "blur")
 SEG_COLOR = (0, 0, 255)
 SEG_ALPHA = 0.5
 
-CONTROL_KINDS = ("LIGHT++", "LIGHT+", "LIGHT-", "LIGHT--", "CONTRAST+", "CONTRAST-")
+CONTROL_KINDS = prompts.ADJUSTMENTS
 # gamma applied to [0, 1] intensities (< 1 brightens)
 LIGHT_GAMMA = {"LIGHT++": 0.45, "LIGHT+": 0.7, "LIGHT-": 1.45, "LIGHT--": 2.2}
 CONTRAST_GAIN = {"CONTRAST+": 1.45, "CONTRAST-": 0.6}
@@ -50,110 +53,30 @@ MSRC_CLASSES = (
 CLASS_WORDS = {"body": "person", "face": "face", "aeroplane": "airplane"}
 
 # ----------------------------------------------------------------------------------------------------
-# prompts (kept in line with ditfuse_core.prompts; used directly when that module is absent)
+# prompts: the core's builders and presets (ditfuse_core.prompts), with the M3 task named "generic" there
 # ----------------------------------------------------------------------------------------------------
-
-TASK_SUBTAG = {"ivif": "<MULTI-MODALITIES>", "mff": "<MULTI-FOCUS>", "mef": "<MULTI-EXPOSURE>", "m3": None}
-
-REQUIREMENTS = {
-    "m3": [
-        "Fuse the two images into a single clean image, keeping the undamaged content of each.",
-        "Combine the two images so that every region comes from the copy where it is clean and sharp.",
-        "Merge both images into one high-quality image without noise, blur or corrupted pixels.",
-        "Produce one fused image that keeps the intact details of both inputs and removes the damaged parts.",
-        "Integrate the complementary information of the two images into one clear, artifact-free image.",
-    ],
-    "ivif": [
-        "Fuse the visible and infrared images, keeping the thermal targets of the infrared image and the texture details of the visible image.",
-        "Combine the visible image and the infrared image into one image with salient targets and rich textures.",
-        "Merge the two modalities so that warm objects stand out while the scene details stay clear.",
-        "Produce a fused image that preserves the infrared intensity information and the visible structural details.",
-        "Integrate the infrared and visible information into a single clear image.",
-    ],
-    "mff": [
-        "Fuse the two differently focused images into one all-in-focus image.",
-        "Combine the far-focused and near-focused images so that every part of the scene is sharp.",
-        "Merge the two images into a single image in which both foreground and background are in focus.",
-        "Produce an all-in-focus image by taking the sharp regions of each input.",
-        "Integrate the in-focus regions of both images into one clear image.",
-    ],
-    "mef": [
-        "Fuse the over-exposed and under-exposed images into one well-exposed image.",
-        "Combine the two exposures into a single image with balanced brightness and visible details in highlights and shadows.",
-        "Merge the bright and dark images into one image with natural exposure.",
-        "Produce a well-exposed fused image that keeps the details of both the highlights and the shadows.",
-        "Integrate the two exposures into one image with good contrast and no clipped regions.",
-    ],
-}
-CONTROL_REQUIREMENTS = {
-    "LIGHT++": ["Make the image much brighter.", "Strongly increase the brightness of the image."],
-    "LIGHT+": ["Make the image a little brighter.", "Slightly increase the brightness of the image."],
-    "LIGHT-": ["Make the image a little darker.", "Slightly decrease the brightness of the image."],
-    "LIGHT--": ["Make the image much darker.", "Strongly decrease the brightness of the image."],
-    "CONTRAST+": ["Increase the contrast of the image.", "Make the image more contrasty."],
-    "CONTRAST-": ["Decrease the contrast of the image.", "Make the image flatter, with lower contrast."],
-}
-
-
-def _core_prompts():
-    try:  # the core's builders (ditfuse_core.prompts) are the source of truth
-        from ditfuse_core import prompts  # type: ignore
-
-        return prompts
-    except ImportError:  # pragma: no cover - only without the core package
-        return None
-
 
 SEG_EXTRAS = ["", "Mark it with a translucent blue overlay.", "Highlight it in blue."]
 
 
-def fusion_instruction(task: str, requirement: str) -> str:
-    p = _core_prompts()
-    if p is not None and hasattr(p, "fusion_prompt"):
-        return p.fusion_prompt(task if task != "m3" else "generic", requirement)
-    sub = TASK_SUBTAG.get(task)
-    head = "[FUSION]. " + (f"{sub}. " if sub else "")
-    return (
-        head + "This is the first image <img><|image_1|></img>, and this is the second image "
-        "<img><|image_2|></img>. Please generate the image based on the following requirements: " + requirement
-    )
+def fusion_instruction(task: str, requirement: str = "") -> str:
+    return prompts.fusion_prompt("generic" if task == "m3" else task, requirement)
 
 
-def control_instruction(kind: str, requirement: str) -> str:
-    p = _core_prompts()
-    if p is not None and hasattr(p, "control_prompt"):
-        return p.control_prompt(kind, requirement)
-    return (
-        f"[CONTROL]. <{kind}>. This is the image <img><|image_1|></img>. "
-        "Please generate the image based on the following requirements: " + requirement
-    )
+def control_instruction(kind: str, requirement: str = "") -> str:
+    return prompts.control_prompt(kind, requirement)
 
 
 def seg_instruction(class_word: str, extra: str = "") -> str:
-    p = _core_prompts()
-    if p is not None and hasattr(p, "segmentation_prompt"):
-        return p.segmentation_prompt(class_word, extra)
-    req = f"Segment the {class_word} in the image." + (f" {extra}" if extra else "")
-    return "[SEG]. This is the image <img><|image_1|></img>. Please generate the image based on the following requirements: " + req
-
-
-def _core_default(task: str) -> str | None:
-    """The requirement the core uses when the user gives none (what the model sees at inference)."""
-    p = _core_prompts()
-    if p is None:
-        return None
-    if task in CONTROL_KINDS:
-        return getattr(p, "CONTROL_REQUIREMENTS", {}).get(task)
-    return getattr(p, "DEFAULT_REQUIREMENTS", {}).get("generic" if task == "m3" else task)
+    return prompts.segmentation_prompt(class_word, extra)
 
 
 def pick_requirement(task: str, rng: np.random.Generator, p_default: float = 0.5) -> str:
-    """Half the time the core's default requirement (so default prompts are in-distribution), else one
-    of the paraphrases."""
-    pool = CONTROL_REQUIREMENTS[task] if task in CONTROL_KINDS else REQUIREMENTS[task]
-    d = _core_default(task)
-    if d and rng.random() < p_default:
-        return d
+    """Half the time "" (the standard prompt, what the model sees by default), else one of the task's presets.
+    Control samples always take the standard prompt (the authors give one wording per level)."""
+    if task in CONTROL_KINDS or rng.random() < p_default:
+        return ""
+    pool = prompts.PRESETS["generic" if task == "m3" else task]
     return pool[int(rng.integers(len(pool)))]
 
 
@@ -632,7 +555,8 @@ class M3Generator:
             word = CLASS_WORDS.get(cname, cname)
             mask = c_lab == cid
             extra = SEG_EXTRAS[int(rng.integers(len(SEG_EXTRAS)))]
-            return Sample("seg", seg_instruction(word, extra), [c_img], seg_overlay(c_img, mask),
+            a, b, _ = m3_pair(c_img, rng)  # the authors' layout: fuse an M3 pair and segment
+            return Sample("seg", seg_instruction(word, extra), [a, b], seg_overlay(c_img, mask),
                           {"class": word, "class_id": cid, "source": self.sources[src].image})
         clean, c_lab, c_ir = _random_crop(img, lab, ir, self.size, rng)
         info = {"source": self.sources[src].image}
@@ -644,7 +568,8 @@ class M3Generator:
                           clean.copy(), {**info, "instruction_task": ft})
         if task == "control":
             kind = CONTROL_KINDS[int(rng.integers(len(CONTROL_KINDS)))]
-            return Sample("control", control_instruction(kind, pick_requirement(kind, rng)), [clean],
+            a, b, _ = m3_pair(clean, rng)  # the authors' layout: fuse an M3 pair and adjust
+            return Sample("control", control_instruction(kind, pick_requirement(kind, rng)), [a, b],
                           control_target(clean, kind), {**info, "kind": kind})
         if task == "m3":
             both = rng.random() < self.both_prob

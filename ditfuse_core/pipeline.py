@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from . import checkpoint, images as imgs, lora as lora_mod, prompts, sampler, vae as vae_mod
 from .devices import resolve_device, resolve_model_dtype, resolve_vae_dtype
@@ -144,13 +145,20 @@ class DiTFusePipeline:
             raise ValueError(f"an output of {w}×{h} px is larger than {self.name} supports ({self.largest_side} px "
                              "per side, its position table); use a smaller latent or max_side")
         noise = sampler.initial_noise(seed, len(conditions), (self.transformer.config.in_channels, *latent_size))
-        return sampler.sample(
-            self.transformer, conditions, noise,
-            steps=int(steps or self.defaults["steps"]),
-            cfg=float(self.defaults["cfg"] if cfg is None else cfg),
-            img_cfg=float(self.defaults["img_cfg"] if img_cfg is None else img_cfg),
-            use_cache=use_cache, batch_branches=batch_branches, progress=progress,
-        )
+        return sampler.sample(self.transformer, conditions, noise, **self.sampling(steps, cfg, img_cfg),
+                              use_cache=use_cache, batch_branches=batch_branches, progress=progress)
+
+    def sampling(self, steps: int | None = None, cfg: float | None = None,
+                 img_cfg: float | None = None) -> dict:
+        """Sampling settings with "model default" resolved: steps None or 0, cfg / img_cfg None or negative
+        take the model folder's own (ditfuse.json; OmniGen-v1 + DiTFuse: the authors' 50 / 2.0 / 1.6). The one
+        rule for the library, the CLI and the nodes."""
+        steps = self.defaults["steps"] if steps is None or int(steps) == 0 else int(steps)
+        if steps < 0:
+            raise ValueError(f"steps must be ≥ 1 (0: the model's default), got {steps}")
+        cfg = self.defaults["cfg"] if cfg is None or cfg < 0 else cfg
+        img_cfg = self.defaults["img_cfg"] if img_cfg is None or img_cfg < 0 else img_cfg
+        return {"steps": int(steps), "cfg": float(cfg), "img_cfg": float(img_cfg)}
 
     def sample_prepared(self, instruction: str, pixels: list[list[torch.Tensor]], seed: int = 0,
                         steps: int | None = None, cfg: float | None = None, img_cfg: float | None = None,
@@ -160,7 +168,7 @@ class DiTFusePipeline:
         encodes its images and samples with seeds derived from seed + i, so an item's result does not depend
         on the batch it is in; progress counts steps over all items."""
         n = len(pixels)
-        per_item = int(steps or self.defaults["steps"])
+        per_item = self.sampling(steps)["steps"]
         out = []
         for i, pix in enumerate(pixels):
             lats = [self.encode(p, seed=encode_seed(seed + i, k)) for k, p in enumerate(pix)]
@@ -200,21 +208,74 @@ class DiTFusePipeline:
             return torch.cat(outputs)
         return [p for o in outputs for p in imgs.to_pil(o)]
 
-    def fuse(self, image1, image2, task: str = "ivif", instruction: str = "", **kw):
-        """image 1 = visible / far-focus / over-exposed; image 2 = infrared / near-focus / under-exposed."""
-        return self.generate(prompts.fusion_prompt(task, instruction), [image1, image2], **kw)
+    def fuse(self, image1, image2, task: str = "ivif", instruction: str = "", *, seed: int = 0,
+             steps: int | None = None, cfg: float | None = None, img_cfg: float | None = None,
+             max_side: int | None = None, min_scale: float | None = None,
+             progress: Callable[[int, int], None] | None = None):
+        """Fuse image pairs under the task's standard prompt (or `instruction` as its requirement).
 
-    def control(self, images, adjustment: str = "LIGHT+", instruction: str = "", **kw):
-        return self.generate(prompts.control_prompt(adjustment, instruction), [images], **kw)
+        Args:
+            image1: visible / far-focus / over-exposed image(s): PIL, list of PIL or [B,H,W,C] tensor.
+            image2: infrared / near-focus / under-exposed image(s); a batch of 1 is used with every item.
+            task: "ivif", "mff", "mef" or "generic".
+            instruction: replaces the standard requirement sentence when not empty.
+            seed: noise seed; item i uses seed + i.
+            steps, cfg, img_cfg: None (or 0 / negative) for the model's own defaults.
+            max_side, min_scale: working size (see `working_side`).
+            progress: called with (steps done, total) over the whole batch.
+        Returns:
+            PIL list (PIL input) or [B,H,W,3] tensor, at image 1's original size.
+        """
+        return self.generate(prompts.fusion_prompt(task, instruction), [image1, image2], seed=seed, steps=steps,
+                             cfg=cfg, img_cfg=img_cfg, max_side=max_side, min_scale=min_scale, progress=progress)
 
-    def segment(self, images, class_name: str, instruction: str = "", threshold: float = 0.12, **kw):
-        """Overlay images and masks [B,H,W] (1 = class): the mask is where the output turned bluer than the
-        input."""
-        overlay = self.generate(prompts.segmentation_prompt(class_name, instruction), [images], **kw)
-        pairs = zip(imgs.to_pil_list(overlay), imgs.to_pil_list(images))
-        masks = [blue_mask(imgs.to_tensor(o), imgs.to_tensor(s)) for o, s in pairs]
-        mask = torch.stack([(m > threshold).float() for m in masks])
-        return overlay, mask
+    def control(self, image1, image2=None, adjustment: str = "LIGHT+", instruction: str = "", *, seed: int = 0,
+                steps: int | None = None, cfg: float | None = None, img_cfg: float | None = None,
+                max_side: int | None = None, min_scale: float | None = None,
+                progress: Callable[[int, int], None] | None = None):
+        """Fuse the pair and adjust brightness / contrast (the authors' `[CONTROL]` task).
+
+        Args:
+            image1, image2: as in `fuse`; without image2, image 1 is given as both images (single-image
+                refinement in the authors' two-image layout).
+            adjustment: LIGHT++, LIGHT+, LIGHT-, LIGHT--, CONTRAST+ or CONTRAST-.
+            instruction, seed, steps, cfg, img_cfg, max_side, min_scale, progress: as in `fuse`.
+        """
+        return self.generate(prompts.control_prompt(adjustment, instruction), _pair(image1, image2), seed=seed,
+                             steps=steps, cfg=cfg, img_cfg=img_cfg, max_side=max_side, min_scale=min_scale,
+                             progress=progress)
+
+    def segment(self, image1, image2=None, class_name: str = "person", instruction: str = "", *,
+                threshold: float = 0.12, seed: int = 0, steps: int | None = None, cfg: float | None = None,
+                img_cfg: float | None = None, max_side: int | None = None, min_scale: float | None = None,
+                progress: Callable[[int, int], None] | None = None):
+        """Fuse the pair and lay the class over it in translucent blue (the authors' `[SEG]` task).
+
+        Args:
+            image1, image2: as in `control`.
+            class_name: what to segment ("person", "tree", …).
+            threshold: blueness increase that counts as the class.
+            instruction, seed, steps, cfg, img_cfg, max_side, min_scale, progress: as in `fuse`.
+        Returns:
+            (overlay, mask): the overlay as `fuse` returns it; masks [B,H,W] float, 1 = class, where the output
+            is bluer than the plain average of the two inputs (the fused content without the overlay).
+        """
+        images = _pair(image1, image2)
+        overlay = self.generate(prompts.segmentation_prompt(class_name, instruction), images, seed=seed,
+                                steps=steps, cfg=cfg, img_cfg=img_cfg, max_side=max_side, min_scale=min_scale,
+                                progress=progress)
+        outs = imgs.to_pil_list(overlay)
+        firsts, seconds = (imgs.to_pil_list(x) for x in images)
+        masks = []
+        for i, out in enumerate(outs):
+            a, b = firsts[min(i, len(firsts) - 1)], seconds[min(i, len(seconds) - 1)]
+            base = (imgs.to_tensor(a) + imgs.to_tensor(b.resize(a.size, Image.BILINEAR))) / 2
+            masks.append((blue_mask(imgs.to_tensor(out), base) > threshold).float())
+        return overlay, torch.stack(masks)
+
+
+def _pair(image1, image2) -> list:
+    return [image1, image1 if image2 is None else image2]
 
 
 def blue_mask(output: torch.Tensor, source: torch.Tensor) -> torch.Tensor:

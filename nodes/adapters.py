@@ -19,14 +19,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ditfuse_core import prompts
+
 PACK_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_DIR = PACK_ROOT / "example_images"
 FOLDER_KEY = "ditfuse"
 LORA_SUBDIR = "loras"
 NO_LORA = "none"
 LORA_EXTS = (".safetensors", ".bin", ".pt", ".pth", ".sft")
-TASKS = ("ivif", "mff", "mef", "generic")
-ADJUSTMENTS = ("LIGHT++", "LIGHT+", "LIGHT-", "LIGHT--", "CONTRAST+", "CONTRAST-")
+TASKS = prompts.FUSION_TASKS
+ADJUSTMENTS = prompts.ADJUSTMENTS
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 
 # Real weights, for the frontend's missing-model dialog (workflow properties.models) and the README.

@@ -14,6 +14,8 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import ComfyExtension, io, ui
 
+from ditfuse_core import prompts
+
 from . import adapters as A
 
 log = logging.getLogger("ditfuse")
@@ -79,19 +81,34 @@ def _progress(total: int, node_id=None):
     return cb
 
 
+def _check_pair(image_1, image_2) -> int:
+    """Batch size of a pair whose image_2 is optional."""
+    A.check_image("image_1", image_1)
+    if image_2 is not None:
+        A.check_image("image_2", image_2)
+    return A.batch_size_check({"image_1": image_1, "image_2": image_2})
+
+
 def _interrupt_check():
     mm.throw_exception_if_processing_interrupted()
 
 
+MODEL_DEFAULT = ("the model's own default (its ditfuse.json: OmniGen-v1 + DiTFuse 50 steps, cfg 2.0, img_cfg 1.6; "
+                 "the bundled model 2 / 1.0 / 1.0), so one workflow runs either model as intended")
 SAMPLING_INPUTS = lambda: [  # noqa: E731
     io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                  tooltip="Noise seed; batch item i uses seed + i."),
-    io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Euler steps (the authors use 50)."),
-    io.Float.Input("cfg", default=2.0, min=0.0, max=20.0, step=0.05, round=0.01,
-                   tooltip="Text guidance (the authors use 2.0)."),
-    io.Float.Input("img_cfg", default=1.6, min=0.0, max=20.0, step=0.05, round=0.01,
-                   tooltip="Image guidance (the authors use 1.6)."),
+    io.Int.Input("steps", default=0, min=0, max=1000, tooltip=f"Euler steps. 0 = {MODEL_DEFAULT}."),
+    io.Float.Input("cfg", default=-1.0, min=-1.0, max=20.0, step=0.05, round=0.01,
+                   tooltip=f"Text guidance. -1 = {MODEL_DEFAULT}."),
+    io.Float.Input("img_cfg", default=-1.0, min=-1.0, max=20.0, step=0.05, round=0.01,
+                   tooltip=f"Image guidance. -1 = {MODEL_DEFAULT}."),
 ]
+IMAGE_1_TIP = "Visible (IVIF) / far focus (MFF) / over-exposed (MEF) image."
+IMAGE_2_TIP = "Infrared (IVIF) / near focus (MFF) / under-exposed (MEF) image."
+PAIR_TIP = " Optional: without it, image 1 is given as both images (the authors' two-image layout)."
+INSTRUCTION_TIP = ("Replaces the standard requirement sentence; empty = the authors' standard prompt for the "
+                   "task. Presets (the authors' first, then variants):\n")
 MAX_SIDE = lambda: io.Int.Input("max_side", default=0, min=0, max=4096, step=16,  # noqa: E731
                                 tooltip="Inputs are resized so the longest side is this (multiple of 16). 0: the "
                                         "model's own working size (OmniGen-v1: 1024; the bundled model: 1024 and "
@@ -168,11 +185,13 @@ class DiTFuseFuse(io.ComfyNode):
                         "images; a single image is used with every item of the other input.",
             inputs=[
                 DiTFuseModelType.Input("model"),
-                io.Image.Input("image_1", tooltip="Visible / far-focus / over-exposed."),
-                io.Image.Input("image_2", tooltip="Infrared / near-focus / under-exposed."),
-                io.Combo.Input("task", options=list(A.TASKS), default="ivif"),
+                io.Image.Input("image_1", tooltip=IMAGE_1_TIP),
+                io.Image.Input("image_2", tooltip=IMAGE_2_TIP),
+                io.Combo.Input("task", options=list(A.TASKS), default="ivif",
+                               tooltip="ivif: infrared + visible; mff: multi-focus; mef: multi-exposure; generic: "
+                                       "any two images (the M3 prompt)."),
                 io.String.Input("instruction", default="", multiline=True,
-                                tooltip="Optional requirement text; empty uses the task's default."),
+                                tooltip=INSTRUCTION_TIP + prompts.presets_text()),
                 *SAMPLING_INPUTS(),
                 MAX_SIDE(),
             ],
@@ -186,7 +205,7 @@ class DiTFuseFuse(io.ComfyNode):
         n = A.batch_size_check({"image_1": image_1, "image_2": image_2})
         pipe = model.pipeline()
         out = pipe.fuse(image_1, image_2, task=task, instruction=instruction, seed=seed, steps=steps, cfg=cfg,
-                        img_cfg=img_cfg, max_side=max_side, progress=_progress(n * steps))
+                        img_cfg=img_cfg, max_side=max_side, progress=_progress(n * pipe.sampling(steps)["steps"]))
         return io.NodeOutput(out.to(mm.intermediate_device()))
 
 
@@ -197,12 +216,19 @@ class DiTFuseControl(io.ComfyNode):
             node_id="DiTFuseControl",
             display_name="DiTFuse Control",
             category=CATEGORY,
-            description="Text-controlled refinement (brightness / contrast) of images.",
+            description="Text-controlled fusion: fuses the pair and adjusts brightness / contrast (the authors' "
+                        "[CONTROL] task); with one image, refines it. Needs the real DiTFuse weights: the bundled "
+                        "model only fuses.",
             inputs=[
                 DiTFuseModelType.Input("model"),
-                io.Image.Input("images"),
-                io.Combo.Input("adjustment", options=list(A.ADJUSTMENTS), default="LIGHT+"),
-                io.String.Input("instruction", default="", multiline=True),
+                io.Image.Input("image_1", tooltip=IMAGE_1_TIP),
+                io.Image.Input("image_2", optional=True, tooltip=IMAGE_2_TIP + PAIR_TIP),
+                io.Combo.Input("adjustment", options=list(A.ADJUSTMENTS), default="LIGHT+",
+                               tooltip="LIGHT++ / LIGHT+: strong / slight brightening; LIGHT- / LIGHT--: slight / "
+                                       "strong darkening; CONTRAST+ / CONTRAST-: more / less contrast."),
+                io.String.Input("instruction", default="", multiline=True,
+                                tooltip="Replaces the standard requirement (\"Extract and fuse high-quality "
+                                        "features from both images.\" + the adjustment's sentence)."),
                 *SAMPLING_INPUTS(),
                 MAX_SIDE(),
             ],
@@ -210,11 +236,12 @@ class DiTFuseControl(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, images, adjustment, instruction, seed, steps, cfg, img_cfg, max_side):
-        A.check_image("images", images)
+    def execute(cls, model, image_1, adjustment, instruction, seed, steps, cfg, img_cfg, max_side, image_2=None):
+        n = _check_pair(image_1, image_2)
         pipe = model.pipeline()
-        out = pipe.control(images, adjustment=adjustment, instruction=instruction, seed=seed, steps=steps, cfg=cfg,
-                           img_cfg=img_cfg, max_side=max_side, progress=_progress(images.shape[0] * steps))
+        out = pipe.control(image_1, image_2, adjustment=adjustment, instruction=instruction, seed=seed, steps=steps,
+                           cfg=cfg, img_cfg=img_cfg, max_side=max_side,
+                           progress=_progress(n * pipe.sampling(steps)["steps"]))
         return io.NodeOutput(out.to(mm.intermediate_device()))
 
 
@@ -225,12 +252,18 @@ class DiTFuseSegment(io.ComfyNode):
             node_id="DiTFuseSegment",
             display_name="DiTFuse Segment",
             category=CATEGORY,
-            description="Instruction-conditioned segmentation: an overlay IMAGE and a MASK (1 = the class).",
+            description="Instruction-following segmentation: fuses the pair and overlays the class in blue (the "
+                        "authors' [SEG] task), plus a MASK where the result turned bluer than the inputs' average; "
+                        "with one image, segments it. Needs the real DiTFuse weights: the bundled model only fuses "
+                        "(its mask is empty).",
             inputs=[
                 DiTFuseModelType.Input("model"),
-                io.Image.Input("images"),
-                io.String.Input("class_name", default="person"),
-                io.String.Input("instruction", default="", multiline=True),
+                io.Image.Input("image_1", tooltip=IMAGE_1_TIP),
+                io.Image.Input("image_2", optional=True, tooltip=IMAGE_2_TIP + PAIR_TIP),
+                io.String.Input("class_name", default="person",
+                                tooltip="What to segment, in plain words: person, car, tree, …"),
+                io.String.Input("instruction", default="", multiline=True,
+                                tooltip="Appended to \"Segment the <class_name> in the image.\""),
                 *SAMPLING_INPUTS(),
                 MAX_SIDE(),
             ],
@@ -244,12 +277,12 @@ class DiTFuseSegment(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, model, images, class_name, instruction, seed, steps, cfg, img_cfg, max_side):
-        A.check_image("images", images)
+    def execute(cls, model, image_1, class_name, instruction, seed, steps, cfg, img_cfg, max_side, image_2=None):
+        n = _check_pair(image_1, image_2)
         pipe = model.pipeline()
-        overlay, mask = pipe.segment(images, class_name=class_name, instruction=instruction, seed=seed, steps=steps,
-                                     cfg=cfg, img_cfg=img_cfg, max_side=max_side,
-                                     progress=_progress(images.shape[0] * steps))
+        overlay, mask = pipe.segment(image_1, image_2, class_name=class_name, instruction=instruction, seed=seed,
+                                     steps=steps, cfg=cfg, img_cfg=img_cfg, max_side=max_side,
+                                     progress=_progress(n * pipe.sampling(steps)["steps"]))
         dev = mm.intermediate_device()
         return io.NodeOutput(overlay.to(dev), mask.float().to(dev))
 
@@ -308,7 +341,6 @@ class DiTFuseCondition(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, image_1, task, instruction, max_side, image_2=None):
-        from ditfuse_core import prompts
 
         if task == "custom":
             prompt = instruction
@@ -362,7 +394,7 @@ class DiTFuseSampler(io.ComfyNode):
             if latent.get("ditfuse_sizes") is None:
                 sizes = None
         lat = A.sample_conditioning(pipe, conditioning, seed, steps, cfg, img_cfg, latent_size=latent_size,
-                                    progress=_progress(len(conditioning) * steps))
+                                    progress=_progress(len(conditioning) * pipe.sampling(steps)["steps"]))
         out = {"samples": A.to_comfy_latent(pipe, lat)}
         if sizes:
             out["ditfuse_sizes"] = sizes

@@ -20,11 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-# Settings every shipped workflow uses: the bundled tiny model and its own defaults (2 steps, one branch:
-# cfg = img_cfg = 1, which is what it is made for; max_side 0 = the model's own working size), so each runs
-# out of the box in seconds on a CPU. With real OmniGen-v1 + DiTFuse weights use the authors' 50 steps, cfg
-# 2.0, img_cfg 1.6, max_side 1024 (see the note in each workflow).
-STEPS, CFG, IMG_CFG, MAX_SIDE, SEED = 2, 1.0, 1.0, 0, 0
+# Every shipped workflow leaves sampling at "model default" (steps 0, cfg / img_cfg -1, max_side 0): the model
+# picked in the loader brings its own settings (ditfuse.json), so the same JSON runs the bundled tiny model in
+# seconds on a CPU (2 steps, one branch) and OmniGen-v1 + DiTFuse as the authors do (50 steps, cfg 2.0, img_cfg
+# 1.6, 1024 px).
+STEPS, CFG, IMG_CFG, MAX_SIDE, SEED = 0, -1.0, -1.0, 0, 0
 CHAIN_SIDE = 512  # the chain upscales the latent 1.5×: 768 px stays well within the tiny model's 2048 px
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
@@ -33,8 +33,10 @@ NOTE = (
     "Runs out of the box with the bundled **ditfuse-tiny** model (small and fast: it fuses by averaging the inputs' latents) and the "
     "bundled example pair.\n\n"
     "For real results put **OmniGen-v1** (original folder or diffusers format) in `models/ditfuse/` and the "
-    "**DiTFuse LoRA** in `models/ditfuse/loras/`, pick them in *DiTFuse Model Loader*, and use the authors' "
-    "settings: steps 50, cfg 2.0, img_cfg 1.6, max_side 1024.\n\n"
+    "**DiTFuse LoRA** in `models/ditfuse/loras/` and pick them in *DiTFuse Model Loader*: nothing else changes. "
+    "Sampling is left at *model default* (steps 0, cfg and img_cfg -1), so each model runs with its own settings "
+    "(OmniGen-v1 + DiTFuse: the authors' 50 steps, cfg 2.0, img_cfg 1.6, 1024 px). Control and segmentation need "
+    "the real weights: the bundled model only fuses.\n\n"
     "Image 1 = visible / far focus / over-exposed; image 2 = infrared / near focus / under-exposed. "
     "Replace *DiTFuse Example Pair* with two *Load Image* nodes for your own images."
 )
@@ -61,18 +63,20 @@ def workflows(bundled: str) -> dict[str, dict]:
                                      "task": task, "instruction": "", **sampling(), "max_side": MAX_SIDE}),
             ("save", "SaveImage", {"images": ("fuse", 0), "filename_prefix": f"DiTFuse/{task}"}),
         ]}
-    wf["ditfuse_control"] = {"title": "DiTFuse control (brighten an under-exposed image)", "nodes": [
+    wf["ditfuse_control"] = {"title": "DiTFuse control (fuse an exposure pair and brighten it)", "nodes": [
         loader(bundled),
         ("pair", "DiTFuseExamplePair", {"pair": "mef"}),
-        ("control", "DiTFuseControl", {"model": ("loader", 0), "images": ("pair", 1), "adjustment": "LIGHT+",
-                                       "instruction": "", **sampling(), "max_side": MAX_SIDE}),
+        ("control", "DiTFuseControl", {"model": ("loader", 0), "image_1": ("pair", 0), "image_2": ("pair", 1),
+                                       "adjustment": "LIGHT+", "instruction": "", **sampling(),
+                                       "max_side": MAX_SIDE}),
         ("preview", "PreviewImage", {"images": ("control", 0)}),
     ]}
-    wf["ditfuse_segmentation"] = {"title": "DiTFuse segmentation (overlay and mask)", "nodes": [
+    wf["ditfuse_segmentation"] = {"title": "DiTFuse segmentation (fuse a pair, overlay and mask)", "nodes": [
         loader(bundled),
         ("pair", "DiTFuseExamplePair", {"pair": "ivif"}),
-        ("segment", "DiTFuseSegment", {"model": ("loader", 0), "images": ("pair", 0), "class_name": "person",
-                                       "instruction": "", **sampling(), "max_side": MAX_SIDE}),
+        ("segment", "DiTFuseSegment", {"model": ("loader", 0), "image_1": ("pair", 0), "image_2": ("pair", 1),
+                                       "class_name": "person", "instruction": "", **sampling(),
+                                       "max_side": MAX_SIDE}),
         ("overlay", "PreviewImage", {"images": ("segment", 0)}),
         ("mask_image", "MaskToImage", {"mask": ("segment", 1)}),
         ("mask_preview", "PreviewImage", {"images": ("mask_image", 0)}),

@@ -154,11 +154,12 @@ def test_control_and_segment_batches():
         "1": loader(),
         "2": {"class_type": "DiTFuseExamplePair", "inputs": {"pair": "ivif"}},
         "3": {"class_type": "RepeatImageBatch", "inputs": {"image": ["2", 0], "amount": 2}},
-        "4": {"class_type": "DiTFuseControl", "inputs": {"model": ["1", 0], "images": ["3", 0],
+        "4": {"class_type": "DiTFuseControl", "inputs": {"model": ["1", 0], "image_1": ["3", 0],
                                                          "adjustment": "CONTRAST-", "instruction": "",
                                                          **sampling(), "max_side": 64}},
-        "5": {"class_type": "DiTFuseSegment", "inputs": {"model": ["1", 0], "images": ["3", 0], "class_name": "person",
-                                                         "instruction": "", **sampling(), "max_side": 64}},
+        "5": {"class_type": "DiTFuseSegment", "inputs": {"model": ["1", 0], "image_1": ["3", 0], "image_2": ["2", 1],
+                                                         "class_name": "person", "instruction": "", **sampling(),
+                                                         "max_side": 64}},
         "6": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
         "7": {"class_type": "MaskToImage", "inputs": {"mask": ["5", 1]}},
         "8": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
@@ -203,6 +204,50 @@ def test_missing_model_fails_validation_with_our_message():
     assert not valid and "DiTFuse LoRA 'missing_lora.safetensors' was not found" in json.dumps(node_errors)
 
 
+def test_shipped_workflows_follow_the_model_the_loader_picks(monkeypatch):
+    """The shipped workflows leave sampling at "model default" (steps 0, cfg/img_cfg -1): switching only the
+    loader's model to a folder whose ditfuse.json says otherwise makes the sampler use that folder's values."""
+    import shutil
+
+    from ditfuse_core import sampler as sampler_mod
+    from ditfuse_core.tiny import save_diffusers_folder, tiny_transformer, tiny_vae
+
+    import comfy.utils
+
+    name = "test-model-defaults"
+    folder = H.HOME / "models" / "ditfuse" / name
+    save_diffusers_folder(folder, tiny_transformer(seed=5), tiny_vae(seed=6),
+                          defaults={"steps": 3, "cfg": 1.5, "img_cfg": 1.25, "max_side": 64})
+    used, totals = [], []
+    real_sample = sampler_mod.sample
+
+    def spy(*a, **kw):
+        used.append((kw["steps"], kw["cfg"], kw["img_cfg"]))
+        return real_sample(*a, **kw)
+
+    monkeypatch.setattr(sampler_mod, "sample", spy)
+    old = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: totals.append(total))
+    try:
+        for wf in ("ditfuse_ivif", "ditfuse_control", "ditfuse_segmentation"):
+            for model, expect in ((BUNDLED, None), (name, (3, 1.5, 1.25))):
+                prompt = H.load_api(wf)
+                loaders = [n for n in prompt.values() if n["class_type"] == "DiTFuseModelLoader"]
+                assert len(loaders) == 1
+                loaders[0]["inputs"]["model"] = model
+                used.clear()
+                totals.clear()
+                C.run(prompt)
+                bundled = A.bundled_model_path()
+                want = expect or tuple(json.loads((bundled / "ditfuse.json").read_text())["defaults"][k]
+                                       for k in ("steps", "cfg", "img_cfg"))
+                assert used == [want], (wf, model, used)
+                assert totals and set(totals) == {want[0]}, (wf, model, totals)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(old)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_model_folder_is_added_not_overwritten():
     roots = C.folder_paths.get_folder_paths("ditfuse")
     assert str(H.HOME / "models" / "ditfuse") in [str(p) for p in roots], roots   # from extra_model_paths.yaml
@@ -213,7 +258,7 @@ def test_model_is_managed_by_comfy_memory_manager():
     import comfy.model_management as mm
 
     C.run({"1": loader(), "2": {"class_type": "DiTFuseExamplePair", "inputs": {"pair": "ivif"}},
-           "3": {"class_type": "DiTFuseControl", "inputs": {"model": ["1", 0], "images": ["2", 0],
+           "3": {"class_type": "DiTFuseControl", "inputs": {"model": ["1", 0], "image_1": ["2", 0],
                                                             "adjustment": "LIGHT+", "instruction": "", **sampling(),
                                                             "max_side": 64}},
            "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}})

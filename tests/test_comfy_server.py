@@ -13,10 +13,10 @@ OUR_NODES = {
     "DiTFuseModelLoader": (["model", "lora", "lora_strength", "dtype", "offload"], ["DITFUSE_MODEL"]),
     "DiTFuseFuse": (["model", "image_1", "image_2", "task", "instruction", "seed", "steps", "cfg", "img_cfg",
                      "max_side"], ["IMAGE"]),
-    "DiTFuseControl": (["model", "images", "adjustment", "instruction", "seed", "steps", "cfg", "img_cfg", "max_side"],
-                       ["IMAGE"]),
-    "DiTFuseSegment": (["model", "images", "class_name", "instruction", "seed", "steps", "cfg", "img_cfg", "max_side"],
-                       ["IMAGE", "MASK"]),
+    "DiTFuseControl": (["model", "image_1", "adjustment", "instruction", "seed", "steps", "cfg", "img_cfg",
+                        "max_side", "image_2"], ["IMAGE"]),
+    "DiTFuseSegment": (["model", "image_1", "class_name", "instruction", "seed", "steps", "cfg", "img_cfg",
+                        "max_side", "image_2"], ["IMAGE", "MASK"]),
     "DiTFuseEncode": (["model", "image", "max_side", "seed"], ["LATENT"]),
     "DiTFuseCondition": (["model", "image_1", "task", "instruction", "max_side", "image_2"], ["DITFUSE_CONDITIONING"]),
     "DiTFuseSampler": (["model", "conditioning", "seed", "steps", "cfg", "img_cfg", "latent"], ["LATENT"]),
@@ -45,6 +45,21 @@ def test_object_info_lists_every_node(server):
     loader = info["DiTFuseModelLoader"]["input"]["required"]
     assert loader["model"][1]["options"][0] == H.pack_adapters().bundled_choice()
     assert info["DiTFuseMetrics"]["output_node"] is True
+
+
+def test_control_and_segment_take_a_pair_with_an_optional_second_image(server):
+    """The authors' [CONTROL] / [SEG] are two-image tasks: the nodes take image_1 and an optional image_2, and
+    the shipped workflows connect both."""
+    import json
+
+    info = server.get("/object_info")
+    for node, wf in (("DiTFuseControl", "ditfuse_control"), ("DiTFuseSegment", "ditfuse_segmentation")):
+        assert "image_1" in info[node]["input"]["required"]
+        assert list(info[node]["input"]["optional"]) == ["image_2"]
+        ui = json.loads((H.WORKFLOWS / f"{wf}.json").read_text())
+        (n,) = [n for n in ui["nodes"] if n["type"] == node]
+        linked = {i["name"] for i in n["inputs"] if i.get("link") is not None}
+        assert {"image_1", "image_2"} <= linked, linked
 
 
 @pytest.mark.parametrize("name", H.workflow_names())

@@ -12,6 +12,7 @@ from PIL import Image
 
 from ditfuse_core import prompts, sampler
 from ditfuse_core.pipeline import DiTFusePipeline
+from ditfuse_core.sequence import build_branch
 from ditfuse_core.tiny import save_diffusers_folder, tiny_transformer, tiny_vae
 from ditfuse_core.tokenizer import load_tokenizer
 
@@ -35,16 +36,44 @@ def _img(w, h, seed, gray=False):
     return Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
 
 
-def test_prompts_are_the_published_strings():
+TWO = ("This is the first image <img><|image_1|></img>, and this is the second image <img><|image_2|></img>. ")
+REQ = "Please generate the image based on the following requirements: "
+
+
+def test_default_prompts_are_the_authors_standard_prompts_byte_for_byte():
+    """prompt.md §5 (Henry-Lee-real/DiTFuse), line breaks joined with single spaces."""
+    assert prompts.fusion_prompt("ivif") == (
+        "[FUSION]. <MULTI-MODALITIES>. " + TWO + "Please generate a fused image that preserves both the thermal "
+        "information from the infrared modality and the texture details from the visible modality.")
+    assert prompts.fusion_prompt("mff") == (
+        "[FUSION]. <MULTI-FOCUS>. " + TWO + REQ + "Detect sharp regions via Laplacian focus measures, create an "
+        "all-in-focus mask, and seamlessly blend them to produce a tack-sharp photo from foreground to background "
+        "without visible seams.")
+    assert prompts.fusion_prompt("mef") == (
+        "[FUSION]. <MULTI-EXPOSURE>. " + TWO + REQ + "Merge the well-exposed mid-tones of image 1 with the shadow "
+        "details of image 2, apply locally adaptive tone mapping to preserve texture contrast, and ensure natural "
+        "global luminance.")
+    assert prompts.fusion_prompt("generic") == (
+        "[FUSION]. " + TWO + REQ + "Extract and fuse high-quality features from both images.")
+    assert prompts.control_prompt("LIGHT+") == (
+        "[CONTROL]. <LIGHT+>. " + TWO + REQ + "Extract and fuse high-quality features from both images. Slightly "
+        "brighten the critical elements to make them stand out subtly.")
+    assert prompts.segmentation_prompt("tree") == "[SEG]. " + TWO + REQ + "Segment the tree in the image."
+
+
+def test_an_instruction_replaces_the_requirement_and_every_level_keeps_the_authors_shape():
     assert prompts.fusion_prompt("ivif", "keep the people bright") == (
-        "[FUSION]. <MULTI-MODALITIES>. This is the first image <img><|image_1|></img>, and this is the second "
-        "image <img><|image_2|></img>. Please generate the image based on the following requirements: keep the "
-        "people bright")
-    assert prompts.fusion_prompt("mff").startswith("[FUSION]. <MULTI-FOCUS>. This is the first image")
-    assert prompts.fusion_prompt("mef").startswith("[FUSION]. <MULTI-EXPOSURE>. ")
-    assert prompts.fusion_prompt("generic").startswith("[FUSION]. This is the first image")
-    assert prompts.control_prompt("light--").startswith("[CONTROL]. <LIGHT-->. This is the image <img><|image_1|>")
-    assert prompts.segmentation_prompt("car").endswith("requirements: Segment the car in the image.")
+        "[FUSION]. <MULTI-MODALITIES>. " + TWO + REQ + "keep the people bright")
+    for adj in prompts.ADJUSTMENTS:
+        text = prompts.control_prompt(adj.lower())
+        assert text.startswith(f"[CONTROL]. <{adj}>. " + TWO + REQ + "Extract and fuse high-quality features "
+                               "from both images. ")
+        assert text.endswith(prompts.ADJUSTMENT_SENTENCES[adj]) and prompts.count_images(text) == 2
+    assert prompts.control_prompt("<CONTRAST->", "flatter") == "[CONTROL]. <CONTRAST->. " + TWO + REQ + "flatter"
+    assert prompts.segmentation_prompt("car", "only the red one").endswith(
+        REQ + "Segment the car in the image. only the red one")
+    assert all(len(ps) >= 2 for ps in prompts.PRESETS.values())
+    assert prompts.PRESETS["mff"][0] in prompts.fusion_prompt("mff")
     assert prompts.image_only_prompt(2) == "<img><|image_1|></img> <img><|image_2|></img>"
     assert prompts.wrap("X") == ("<|user|>\nGenerate an image according to the following instructions\nX<|end|>\n"
                                  "<|assistant|>\n<|diffusion|>")
@@ -52,16 +81,18 @@ def test_prompts_are_the_published_strings():
         prompts.fusion_prompt("hdr")
     with pytest.raises(ValueError):
         prompts.control_prompt("SATURATION+")
+    with pytest.raises(ValueError):
+        prompts.segmentation_prompt("  ")
 
 
-def test_tokenizer_gives_the_ids_omnigen_was_trained_on():
+def test_wrapped_standard_prompt_token_ids_keep_their_shape():
+    """The chat wrapper's prefix/suffix ids and the two image spans stay where the model expects them."""
     tok = load_tokenizer()
-    assert len(tok) == 32064
-    assert tok.encode("Hello world") == [1, 15043, 3186]
-    # "<|user|>" swallows the newline (rstrip), so the next word keeps SentencePiece's "▁": ▁Gener = 3251.
-    assert tok.encode(prompts.wrap("hi"))[:6] == [1, 32010, 3251, 403, 385, 1967]
-    ids = tok.encode(prompts.wrap("hi"))
-    assert ids[-8:-6] == [32007, 32001]  # <|end|> <|assistant|>
+    ids = tok.encode(prompts.wrap(prompts.fusion_prompt("ivif")))
+    assert ids[:6] == [1, 32010, 3251, 403, 385, 1967]
+    assert ids[-8:-6] == [32007, 32001]
+    br = build_branch(tok, prompts.wrap(prompts.fusion_prompt("ivif")), [6, 6])
+    assert len(br.image_spans) == 2 and all(e - s == 6 for s, e in br.image_spans)
 
 
 def test_same_seed_same_image_and_dtype_independent_noise(pipe, model_dir):
@@ -130,7 +161,7 @@ def test_max_side_is_clamped_to_the_position_table(pipe):
     assert max(pix.shape[-2:]) == pipe.largest_side
     # an explicitly larger output (e.g. an upscaled LATENT in ComfyUI) is refused in pixels, not tokens
     lat = pipe.encode(pix)
-    cond = pipe.condition(prompts.control_prompt("LIGHT+"), [lat])
+    cond = pipe.condition(prompts.control_prompt("LIGHT+"), [lat, lat])
     too_big = tuple(2 * x for x in lat.shape[-2:])
     with pytest.raises(ValueError, match=f"larger than .* supports \\({pipe.largest_side} px per side"):
         pipe.sample(cond, steps=1, latent_size=too_big)
@@ -187,11 +218,54 @@ def test_progress_reports_every_step_and_can_cancel(pipe):
 
 
 def test_control_and_segment_shapes(pipe):
-    out = pipe.control(_img(70, 50, 3), "CONTRAST-", **FAST)
+    out = pipe.control(_img(70, 50, 3), adjustment="CONTRAST-", **FAST)
     assert out[0].size == (70, 50)
-    overlay, mask = pipe.segment(torch.rand(2, 50, 70, 3), "person", **FAST)
+    overlay, mask = pipe.segment(torch.rand(2, 50, 70, 3), class_name="person", **FAST)
     assert overlay.shape == (2, 50, 70, 3)
     assert mask.shape == (2, 50, 70) and set(mask.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_control_and_segment_take_the_pair_and_one_image_is_given_as_both(pipe):
+    """The authors' [CONTROL] / [SEG] layout: two image spans; one image == that image passed twice."""
+    a, b = _img(70, 50, 3), _img(70, 50, 4)
+    one = pipe.control(a, adjustment="LIGHT+", seed=5, **FAST)[0]
+    twice = pipe.control(a, a, adjustment="LIGHT+", seed=5, **FAST)[0]
+    assert np.array_equal(np.asarray(one), np.asarray(twice))
+    pair = pipe.control(a, b, adjustment="LIGHT+", seed=5, **FAST)[0]
+    assert not np.array_equal(np.asarray(one), np.asarray(pair))
+    ov1, m1 = pipe.segment(a, class_name="tree", seed=5, **FAST)
+    ov2, m2 = pipe.segment(a, a, class_name="tree", seed=5, **FAST)
+    assert np.array_equal(np.asarray(ov1[0]), np.asarray(ov2[0])) and torch.equal(m1, m2)
+    (pix, _) = pipe.preprocess([a, b], max_side=64)
+    lats = [pipe.encode(p) for p in pix]
+    for text in (prompts.control_prompt("LIGHT-"), prompts.segmentation_prompt("tree")):
+        assert len(pipe.condition(text, lats).cond.image_spans) == 2
+
+
+def test_segment_mask_is_measured_against_the_fused_content():
+    """The mask is where the output is bluer than the plain average of the two inputs (what fusing alone
+    gives), not than image 1."""
+    from ditfuse_core.pipeline import blue_mask
+
+    red, green = torch.zeros(8, 8, 3), torch.zeros(8, 8, 3)
+    red[..., 0], green[..., 1] = 0.8, 0.8
+    fused = (red + green) / 2
+    overlay = fused.clone()
+    overlay[:4, :, 2] += 0.5
+    m = blue_mask(overlay, (red + green) / 2) > 0.12
+    assert m[:4].all() and not m[4:].any()
+
+
+def test_sampling_defaults_follow_the_model(pipe):
+    """0 steps / negative guidance mean the model folder's own defaults (ditfuse.json), one rule everywhere."""
+    d = pipe.defaults
+    assert pipe.sampling() == pipe.sampling(0, -1, -1) == {"steps": d["steps"], "cfg": d["cfg"],
+                                                            "img_cfg": d["img_cfg"]}
+    assert pipe.sampling(7, 0.0, 3.5) == {"steps": 7, "cfg": 0.0, "img_cfg": 3.5}
+    seen = []
+    pipe.fuse(_img(64, 48, 1), _img(64, 48, 2), steps=0, cfg=-1, img_cfg=-1, max_side=64,
+              progress=lambda s, t: seen.append(t))
+    assert seen == [d["steps"]] * d["steps"]
 
 
 def test_cli_fuses_and_writes_a_png(model_dir, tmp_path):
@@ -215,6 +289,26 @@ def test_cli_fuses_and_writes_a_png(model_dir, tmp_path):
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "batch_out").iterdir()) == ["a.png", "b.png"]
+
+
+def test_cli_control_and_segment_take_one_or_two_images(model_dir, tmp_path):
+    """`ditfuse control A.png [B.png]`: one image equals that image given twice, byte for byte."""
+    _img(60, 40, 7).save(tmp_path / "a.png")
+    _img(60, 40, 8).save(tmp_path / "b.png")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    common = ["--model", str(model_dir), "--steps", "1", "--max-side", "32", "--seed", "2"]
+
+    def run(*args):
+        r = subprocess.run([sys.executable, "-m", "ditfuse_core.cli", *args, *common], capture_output=True,
+                           text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr
+
+    a, b = str(tmp_path / "a.png"), str(tmp_path / "b.png")
+    run("control", a, "-o", str(tmp_path / "one.png"))
+    run("control", a, a, "-o", str(tmp_path / "twice.png"))
+    run("segment", a, b, "--class", "tree", "-o", str(tmp_path / "seg.png"), "--mask", str(tmp_path / "m.png"))
+    assert (tmp_path / "one.png").read_bytes() == (tmp_path / "twice.png").read_bytes()
+    assert Image.open(tmp_path / "seg.png").size == Image.open(tmp_path / "m.png").size == (60, 40)
 
 
 def test_clear_errors(model_dir, tmp_path):

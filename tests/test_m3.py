@@ -3,7 +3,7 @@ for the last test, which skips cleanly without it)."""
 import numpy as np
 import pytest
 
-from ditfuse_core import m3
+from ditfuse_core import m3, prompts
 
 
 def textured(h=256, w=256, seed=0):
@@ -109,9 +109,8 @@ def test_generator_deterministic_all_tasks(tmp_path):
             assert all(np.array_equal(x, y) for x, y in zip(s1.inputs, s2.inputs))
             assert np.array_equal(s1.target, s2.target)
             assert s1.target.shape == (128, 128, 3) and all(x.shape == (128, 128, 3) for x in s1.inputs)
-            n_img = 2 if task in ("m3", "ivif", "mff", "mef") else 1
-            assert len(s1.inputs) == n_img
-            assert all(f"<|image_{k + 1}|>" in s1.instruction for k in range(n_img))
+            assert len(s1.inputs) == 2  # every task takes the pair, as the authors' prompts do
+            assert all(f"<|image_{k + 1}|>" in s1.instruction for k in range(2))
     assert any(not np.array_equal(g1.sample(i).target, g3.sample(i).target) for i in range(5))
     # the task tags
     assert g1.sample(0, "ivif").instruction.startswith("[FUSION]. <MULTI-MODALITIES>.")
@@ -159,8 +158,27 @@ def test_seg_sample_overlay_matches_class(tmp_path):
     g = m3.M3Generator(srcs, seed=0, size=128)
     s = g.sample(2, "seg")
     assert s.info["class"] in s.instruction
-    changed = np.any(s.target != s.inputs[0], axis=-1)
-    assert changed.any() and changed.mean() < 1.0
+    a, b = (x.astype(int) for x in s.inputs)
+    clean = np.all(a == b, axis=-1)  # an M3 pair: each degraded block is in one copy only
+    assert 0 < clean.mean() < 1
+    blue = np.any(s.target != s.inputs[0], axis=-1) & clean
+    assert blue.any() and blue.mean() < 1.0
+    t = s.target.astype(int)
+    assert np.all(t[blue][:, 2] - np.maximum(t[blue][:, 0], t[blue][:, 1]) >= a[blue][:, 2] - np.maximum(
+        a[blue][:, 0], a[blue][:, 1]))
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_control_samples_fuse_an_m3_pair_into_the_adjusted_source(tmp_path, index):
+    """The authors' [CONTROL] layout: two degraded copies in, the adjusted clean source out."""
+    g = m3.M3Generator(_synthetic_sources(tmp_path), seed=1, size=128)
+    s = g.sample(index, "control")
+    assert s.instruction == prompts.control_prompt(s.info["kind"])
+    a, b = s.inputs
+    clean = np.all(a == b, axis=-1)
+    assert 0 < clean.mean() < 1
+    if s.info["kind"].startswith("LIGHT"):  # a pointwise curve: on undamaged pixels the target is the curve of them
+        assert np.array_equal(s.target[clean], m3.control_target(a, s.info["kind"])[clean])
 
 
 def test_fusion_task_synthesis_properties():

@@ -5,7 +5,7 @@ import torch
 
 pytest.importorskip("accelerate")
 
-from ditfuse_core import m3  # noqa: E402
+from ditfuse_core import m3, prompts  # noqa: E402
 from ditfuse_core.training import flow  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def test_padded_batch_forward_matches_per_row(tmp_path, sources, monkeypatch):
     g = torch.Generator().manual_seed(0)
     lat = [torch.randn(1, 4, 8, 8, generator=g) for _ in range(3)]
     texts = [m3.fusion_instruction("ivif", "keep everything."),
-             m3.control_instruction("LIGHT+", "brighter, please, a lot brighter than before."), flow.CFG_TOKEN]
+             prompts.image_only_prompt(1) + " brighter, please, a lot brighter than before.", flow.CFG_TOKEN]
     imgs = [[lat[0], lat[1]], [lat[2]], []]
     branches = [tr.branch(tx, [16] * len(im)) for tx, im in zip(texts, imgs)]
     assert len({b.length for b in branches}) == 3  # really padded

@@ -53,21 +53,19 @@ CPU = {"vae_batch": 8, "vae_size": 128, "vae_lr": 1e-3, "batch": 4, "sizes": [12
 
 
 def instruction_texts() -> list[str]:
-    """Every wrapped branch text the bundled model can see in training or with the core's default prompts
-    (all paraphrases, tags, class names, the negative prompt, image-only and ``<cfg>`` branches)."""
+    """Every wrapped branch text the bundled model can see in training or with the core's prompts (standard
+    prompts, presets, tags, class names, the negative prompt, image-only and ``<cfg>`` branches)."""
     from .. import m3, prompts
 
     texts = [prompts.NEGATIVE_PROMPT, prompts.image_only_prompt(1), prompts.image_only_prompt(2), "<cfg>"]
-    for task in ("m3", "ivif", "mff", "mef"):
-        for req in m3.REQUIREMENTS[task] + [m3._core_default(task) or ""]:
-            texts.append(m3.fusion_instruction(task, req))
-    for kind in m3.CONTROL_KINDS:
-        for req in m3.CONTROL_REQUIREMENTS[kind] + [m3._core_default(kind) or ""]:
-            texts.append(m3.control_instruction(kind, req))
+    for task in prompts.FUSION_TASKS:
+        for req in ["", *prompts.PRESETS[task]]:
+            texts.append(prompts.fusion_prompt(task, req))
+    texts += [prompts.control_prompt(kind) for kind in prompts.ADJUSTMENTS]
     words = {m3.CLASS_WORDS.get(c, c) for c in m3.MSRC_CLASSES} | set(m3.MSRC_CLASSES)
     for w in sorted(words):
         for extra in m3.SEG_EXTRAS:
-            texts.append(m3.seg_instruction(w, extra))
+            texts.append(prompts.segmentation_prompt(w, extra))
     return [prompts.wrap(t) for t in texts]
 
 
