@@ -32,4 +32,4 @@ comfyui-run: comfyui
 	bash scripts/run_comfyui.sh
 
 bench: setup
-	$(PY) benchmarks/run_all.py
+	$(PY) -m benchmarks.run_all

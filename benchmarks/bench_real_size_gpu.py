@@ -1,7 +1,7 @@
 """OmniGen-v1 at real size with RANDOM weights: our engine against diffusers' OmniGenPipeline on one GPU.
 
-    bash benchmarks/gpu_check.sh                                           # the GPU check (issue #27, item 3)
-    python benchmarks/bench_real_size_gpu.py --small --device cpu --out /tmp/rs  # the same script, tiny, on a CPU
+    bash benchmarks/gpu_check.sh                                              # the GPU check, ≤ 7 min on an H200
+    python -m benchmarks.bench_real_size_gpu --small --device cpu --out /tmp/rs  # the same script, tiny, on a CPU
 
 Real architecture (hidden 3072, 32 layers, 32 heads, MLP 8192, vocab 32064, patch 2, Phi-3 "su" LongRoPE with
 48 short/long factors, window 4096 of 131072, position table 192), built directly on the device and
@@ -34,14 +34,11 @@ import time
 import traceback
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from benchmarks import common
 
 H200_SPEC_TFLOPS = 989.0  # dense bf16, datasheet (SXM)
 H200_MEASURED_TFLOPS = 790.0  # 8192³ bf16 matmuls, measured on these machines (KINDS.md)
@@ -115,6 +112,7 @@ class Clock:
     """Marks on the device's timeline (CUDA events: no synchronisation inside the timed call), else wall time."""
 
     def __init__(self, device: torch.device):
+        self.device = device
         self.cuda = device.type == "cuda"
 
     def mark(self):
@@ -125,8 +123,7 @@ class Clock:
         return time.perf_counter()
 
     def sync(self):
-        if self.cuda:
-            torch.cuda.synchronize()
+        common.sync(self.device)
 
     def seconds(self, a, b) -> float:
         if self.cuda:
@@ -229,27 +226,10 @@ def matmul_tflops(device, dtype, n: int = 8192, iters: int = 20) -> float | None
     return 2 * n**3 / sec / 1e12
 
 
-def input_pair(side: int):
-    ex = ROOT / "example_images"
-    pics = [ex / "ivif_1_visible.png", ex / "ivif_2_infrared.png"]
-    if all(p.is_file() for p in pics):
-        return [Image.open(p).convert("RGB").resize((side, side), Image.BICUBIC) for p in pics], "example IVIF pair"
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:side, 0:side] / side
-    out = []
-    for k in range(2):
-        base = 127 + 100 * np.sin(6.28 * (xx * (k + 1) + yy))[..., None] * np.array([1.0, 0.8, 0.6])
-        out.append(Image.fromarray(np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)))
-    return out, "synthetic pair"
-
-
 # ---------------------------------------------------------------------------------------------------------
 def run_ours(args, device, transformer, vae, images, res: dict, deadline: float):
-    from ditfuse_core.pipeline import DiTFusePipeline
-    from ditfuse_core.tokenizer import load_tokenizer
-
     clock = Clock(device)
-    pipe = DiTFusePipeline(transformer, vae, load_tokenizer(), {})
+    pipe = common.random_pipeline(transformer, vae)
     side = pipe.working_side(images[0].size, args.side)
     res["working_side"] = side
     if side != args.side:
@@ -328,7 +308,7 @@ def branches(pipe, images, args, device, clock):
 
     pix, _ = pipe.preprocess(images, args.side)
     lats = [pipe.encode(p, seed=k) for k, p in enumerate(pix)]
-    cond = pipe.condition(prompts.fusion_prompt("ivif"), lats)
+    cond = pipe.branches(prompts.fusion_prompt("ivif"), lats)
     rows = []
     for batched in (True, False):
         pipe.sample(cond, seed=args.seed, steps=1, cfg=args.cfg, img_cfg=args.img_cfg, batch_branches=batched)
@@ -459,17 +439,15 @@ def table(res: dict, peak_spec: float, peak_meas: float | None) -> tuple[str, li
              f"{res['side']}² two-image IVIF, cfg {res['cfg']}, img_cfg {res['img_cfg']}, "
              f"{res['steps']} steps, 3 branches",
              "",
-             f"| engine | steps run | s ({res['steps']} steps) | s / cached step | prefill s | step 1 s | encode s "
-             f"| decode s | peak alloc GiB | peak reserved GiB | PFLOP | TFLOP/s | share of {peak_spec:.0f} "
-             f"| share of measured {fmt(peak_meas, 0)} |",
-             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
-    for r in rows:
-        ext = " (extrapolated)" if r["extrapolated"] else ""
-        lines.append(f"| {r['engine']} | {r['steps_run']} | {fmt(r['seconds_50'])}{ext} | {fmt(r['per_step'], 3)} "
-                     f"| {fmt(r['prefill'], 3)} | {fmt(r['step1'], 3)} | {fmt(r['encode'], 3)} | {fmt(r['decode'], 3)} "
-                     f"| {fmt(r['peak_alloc_gib'])} | {fmt(r['peak_reserved_gib'])} | {sig(r['tflop'] / 1e3)} "
-                     f"| {sig(r['tflops_per_s'])} | {fmt(100 * r['share_spec'], 1)} % "
-                     f"| {fmt(None if r['share_measured'] is None else 100 * r['share_measured'], 1)} % |")
+             common.markdown_table(
+                 ["engine", "steps run", f"s ({res['steps']} steps)", "s / cached step", "prefill s", "step 1 s",
+                  "encode s", "decode s", "peak alloc GiB", "peak reserved GiB", "PFLOP", "TFLOP/s",
+                  f"share of {peak_spec:.0f}", f"share of measured {fmt(peak_meas, 0)}"],
+                 [(r["engine"], r["steps_run"], fmt(r["seconds_50"]) + (" (extrapolated)" if r["extrapolated"] else ""),
+                   fmt(r["per_step"], 3), fmt(r["prefill"], 3), fmt(r["step1"], 3), fmt(r["encode"], 3),
+                   fmt(r["decode"], 3), fmt(r["peak_alloc_gib"]), fmt(r["peak_reserved_gib"]), sig(r["tflop"] / 1e3),
+                   sig(r["tflops_per_s"]), f"{fmt(100 * r['share_spec'], 1)} %",
+                   f"{fmt(None if r['share_measured'] is None else 100 * r['share_measured'], 1)} %") for r in rows])]
     o, d = res.get("ours"), res.get("diffusers")
     if o:
         lines += ["", f"ours: cached step {sig(o['step_tflops_per_s'])} TFLOP/s, prefill "
@@ -529,8 +507,7 @@ def env_info(device) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
+    common.add_device_args(ap, device="cuda", dtype="bf16", choices=["bf16", "fp16", "fp32"])
     ap.add_argument("--small", action="store_true", help="hidden 256, 4 layers, 256 px, 4 steps (a CPU check)")
     ap.add_argument("--side", type=int, default=None, help="input/working side (1024; --small 256)")
     ap.add_argument("--steps", type=int, default=None, help="50 (--small 4)")
@@ -585,7 +562,7 @@ def main() -> None:
     res["build_s"] = time.time() - t
     res["weights_gib"] = resident_gib(device)
     print(f"[build] {res['config']} in {res['build_s']:.1f} s; resident {fmt(res['weights_gib'])} GiB", flush=True)
-    images, src = input_pair(args.side)
+    images, src = common.example_pair(args.side)
     res["images"] = src
 
     try:

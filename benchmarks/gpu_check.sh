@@ -3,12 +3,12 @@
 # fusion, 50 steps, three guidance branches: our engine, then diffusers' OmniGenPipeline with the same
 # weights. One command, about 5 minutes on an H200 (the Python side cuts diffusers' steps to its budget).
 #
-#   bash benchmarks/gpu_check.sh [extra args for bench_real_size_gpu.py]
+#   bash benchmarks/gpu_check.sh [extra args for benchmarks.bench_real_size_gpu]
 #
 # Results (log.txt, nvidia-smi.txt, results.csv, results.json, table.md) go to $OUT, else
 # /tmp/ditfuse-gpu-check/. Needs torch with CUDA, diffusers, transformers, tokenizers, pillow; ditfuse_core
-# from this checkout (PYTHONPATH) or installed. PYTHON picks the interpreter (default python3).
-# The same script on a CPU, as a check of the code: python benchmarks/bench_real_size_gpu.py --small --device cpu
+# installed or from this checkout (PYTHONPATH, set below). PYTHON picks the interpreter (default python3).
+# The same script on a CPU, as a check of the code: python -m benchmarks.bench_real_size_gpu --small --device cpu
 set -o pipefail
 cd "$(dirname "$0")/.." || exit 1
 OUT_DIR="${OUT:-/tmp/ditfuse-gpu-check}"
@@ -22,5 +22,5 @@ PY="${PYTHON:-python3}"
   "$PY" -c "import torch, diffusers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'diffusers', diffusers.__version__)" 2>&1
 } | tee "$OUT_DIR/nvidia-smi.txt"
 # 390 s for the Python run (it cuts diffusers' steps to fit), hard stop at 430 s: ≤ 7 minutes in all
-timeout 430 "$PY" benchmarks/bench_real_size_gpu.py --device cuda --budget-s 390 --out "$OUT_DIR" "$@" 2>&1 \
+timeout 430 "$PY" -m benchmarks.bench_real_size_gpu --device cuda --budget-s 390 --out "$OUT_DIR" "$@" 2>&1 \
   | tee "$OUT_DIR/log.txt"

@@ -1,14 +1,19 @@
-"""Run every benchmark in this folder and print their tables (`make bench`)."""
+"""Run the benchmarks a maintainer compares against benchmarks/README.md, at their default (CPU) settings:
+
+    python -m benchmarks.run_all
+
+The real-size benchmark runs as its small CPU check here; on a GPU run ``bash benchmarks/gpu_check.sh``.
+"""
 import subprocess
 import sys
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+RUNS = [["bench_engine"], ["bench_fuse_speed"], ["bench_metrics"],
+        ["bench_real_size_gpu", "--small", "--device", "cpu", "--out", "/tmp/ditfuse-real-size-small"]]
 
 if __name__ == "__main__":
     failed = []
-    for script in sorted(HERE.glob("bench_*.py")):
-        print(f"\n=== {script.name}", flush=True)
-        if subprocess.call([sys.executable, str(script)]) != 0:
-            failed.append(script.name)
+    for name, *args in RUNS:
+        print(f"\n=== {name} {' '.join(args)}", flush=True)
+        if subprocess.call([sys.executable, "-m", f"benchmarks.{name}", *args]) != 0:
+            failed.append(name)
     sys.exit(f"failed: {', '.join(failed)}" if failed else 0)

@@ -8,9 +8,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import prompts
+from . import examples, prompts
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "example_images"
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 INSTRUCTION_HELP = "replaces the task's standard requirement sentence (presets: ditfuse --help)"
 
@@ -127,14 +126,11 @@ def cmd_demo(args) -> None:
     """Fuse every bundled example pair with the default model and write a contact sheet."""
     from .contact_sheet import contact_sheet
 
-    import json
-
     pipe = _load(args)
     out_dir = Path(args.out)
     rows = []
-    pairs = json.loads((EXAMPLES / "pairs.json").read_text())["pairs"]
-    for task, pair in pairs.items():
-        i1, i2 = _open(EXAMPLES / pair["image_1"]), _open(EXAMPLES / pair["image_2"])
+    for task, pair in examples.pairs().items():
+        i1, i2 = (_open(p) for p in examples.pair_paths(task))
         fused = pipe.fuse(i1, i2, task=task, instruction=pair.get("instruction", ""), progress=_Bar(task),
                           **_kw(args))[0]
         _save(fused, str(out_dir / f"{task}_fused.png"))

@@ -53,7 +53,7 @@ def prepare(image: Image.Image, max_side: int, multiple: int = 16) -> torch.Tens
 
     The authors' LANCZOS, on float planes: resizing the 8-bit image would round and clip at the working size,
     which `restore`'s inverse cannot undo (a round trip alone then lost 0.0004 SSIM, 0.002 VIF on 5 TNO pairs;
-    in float 0.0003 / 0.0009, benchmarks/README.md)."""
+    in float 0.0003 / 0.0009, docs/notes/findings.md)."""
     image = image.convert("RGB")
     size = prepared_size(image.size, max_side, multiple)
     if size == image.size:
@@ -86,7 +86,7 @@ def restore(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     the enlargement kept (averaging through the round trip to 1024 px lost up to 0.003 SSIM and 0.044 VIF
     against averaging in pixels, with the inverse up to 0.0006 / 0.0035; the bundled model's output gained
     SSIM +0.0004…+0.0016 and VIF up to +0.015 on 5 pairs per eval set, Qabf −0.002…−0.007 on IVIF/MFF;
-    benchmarks/README.md). Axes prepare shrank go back with LANCZOS."""
+    docs/notes/findings.md). Axes prepare shrank go back with LANCZOS."""
     x = (pixels.float().cpu() + 1.0) / 2.0
     w, h = size
     if x.shape[-2:] != (h, w):

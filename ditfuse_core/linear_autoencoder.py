@@ -1,9 +1,9 @@
 """A linear autoencoder with the interface of diffusers' AutoencoderKL, for the bundled CPU model.
 
 Why: fusion is judged against its sources, and a small convolutional VAE loses more detail in its round trip
-than a fusion rule gains (benchmarks/README.md). Each f×f×3 pixel block is projected on the leading
+than a fusion rule gains (docs/notes/findings.md). Each f×f×3 pixel block is projected on the leading
 `latent_channels` principal components of such blocks in training images enlarged as the pipeline enlarges its
-inputs (`training/linear_autoencoder.py`); decoding is the transpose. At the bundled model's working size
+inputs (`tools/bundled/autoencoder_fit.py`); decoding is the transpose. At the bundled model's working size
 (inputs enlarged ≥ 2×, so a block holds at most (f/2)²·3 = 12 independent values for 16 latent channels) the
 round trip is nearly exact, and because encoder and decoder are linear a latent average decodes to the pixel
 average. The posterior is a point (deterministic), so `encode(..., sample=True)` gives the same latent.

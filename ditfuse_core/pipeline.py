@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,6 +34,37 @@ def resolve_dtypes(model: str | Path | None, device: str | torch.device, dtype: 
     precision = checkpoint.model_meta(model_folder(model)).get("precision")
     return (resolve_model_dtype(dtype, dev, precision),
             resolve_vae_dtype(dtype if vae_dtype is None else vae_dtype, dev))
+
+
+@dataclass
+class Conditioning:
+    """An instruction and its prepared input images, per batch item: what sampling is conditioned on (the
+    ComfyUI DITFUSE_CONDITIONING). Images are VAE-encoded at sampling time, from seed-derived streams."""
+
+    prompt: str
+    pixels: list[list[torch.Tensor]]  # per item: one [1,3,h,w] in [-1,1] per <|image_k|>
+    sizes: list[tuple[int, int]]      # per item: image 1's original (W, H)
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+
+def batch_size(named: dict) -> int:
+    """The batch rule of every entry point: equal batches pair up item by item, a batch of 1 is used with every
+    item of the others, anything else is an error naming each input's size. None entries are ignored."""
+    sizes = {k: _count(v) for k, v in named.items() if v is not None}
+    n = max(sizes.values())
+    if any(s not in (1, n) for s in sizes.values()):
+        desc = ", ".join(f"{k} has {s}" for k, s in sizes.items())
+        raise ValueError(f"batch sizes do not match ({desc}): batches must be equal or 1 (a single image is used "
+                         "with every item of the others)")
+    return n
+
+
+def _count(images) -> int:
+    if isinstance(images, torch.Tensor):
+        return int(images.shape[0]) if images.dim() == 4 else 1
+    return len(images) if isinstance(images, (list, tuple)) else 1
 
 
 class DiTFusePipeline:
@@ -108,9 +140,30 @@ class DiTFusePipeline:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return vae_mod.decode(self.vae, latents)
 
-    def condition(self, prompt: str, image_latents: list[torch.Tensor]) -> sampler.Condition:
-        """The three branches for one sample: the instruction with its images, OmniGen's negative prompt
-        without images, and the images alone."""
+    def encode_input(self, pixels: torch.Tensor, seed: int = 0, item: int = 0, image: int = 0) -> torch.Tensor:
+        """Input image `image` of batch item `item`, encoded as sampling does it: a posterior sample from its own
+        stream of seed + item (so an item's result does not depend on the batch it is in)."""
+        return self.encode(pixels, seed=encode_seed(seed + item, image))
+
+    def conditioning(self, prompt: str, images: list, max_side: int | None = None,
+                     min_scale: float | None = None) -> Conditioning:
+        """`images` has one entry per `<|image_k|>` of the prompt, each a single image or a batch (PIL list or
+        [B,H,W,C] tensor); batches follow `batch_size`. Every item is prepared at image 1's working side."""
+        n_tags = prompts.count_images(prompt)
+        if n_tags != len(images):
+            raise ValueError(f"the instruction names {n_tags} images but {len(images)} were given")
+        n = batch_size({f"image_{k + 1}": im for k, im in enumerate(images)}) if images else 1
+        groups = [imgs.to_pil_list(x) for x in images]
+        pixels, sizes = [], []
+        for i in range(n):
+            pix, sz = self.preprocess([g[min(i, len(g) - 1)] for g in groups], max_side, min_scale)
+            pixels.append(pix)
+            sizes.append(sz[0] if sz else None)
+        return Conditioning(prompt, pixels, sizes)
+
+    def branches(self, prompt: str, image_latents: list[torch.Tensor]) -> sampler.Branches:
+        """The three guidance branches of one sample: the instruction with its images, OmniGen's negative
+        prompt without images, and the images alone."""
         n = prompts.count_images(prompt)
         if n != len(image_latents):
             raise ValueError(f"the instruction names {n} images but {len(image_latents)} were given")
@@ -118,25 +171,25 @@ class DiTFusePipeline:
         counts = [(lat.shape[-2] // p) * (lat.shape[-1] // p) for lat in image_latents]
         tok = self.tokenizer
         uncond = build_branch(tok, prompts.wrap(prompts.NEGATIVE_PROMPT), [])
-        return sampler.Condition(
+        return sampler.Branches(
             cond=build_branch(tok, prompts.wrap(prompt), counts),
             uncond=uncond,
             img=build_branch(tok, prompts.wrap(prompts.image_only_prompt(n)), counts) if n else uncond,
             image_latents=[lat.to(self.device) for lat in image_latents],
         )
 
-    def sample(self, conditions, seed: int = 0, steps: int | None = None, cfg: float | None = None,
+    def sample(self, branches, seed: int = 0, steps: int | None = None, cfg: float | None = None,
                img_cfg: float | None = None, latent_size: tuple[int, int] | None = None,
                progress: Callable[[int, int], None] | None = None, use_cache: bool = True,
                batch_branches: bool = True) -> torch.Tensor:
-        """Sample latents for one Condition or a list (one per sample; item i uses seed + i). latent_size
-        (h, w) defaults to the first input image's latent size."""
-        if isinstance(conditions, sampler.Condition):
-            conditions = [conditions]
+        """Sample latents for one sample's Branches or a list (one per sample; item i uses seed + i).
+        latent_size (h, w) defaults to the first input image's latent size."""
+        if isinstance(branches, sampler.Branches):
+            branches = [branches]
         if latent_size is None:
-            if not conditions[0].image_latents:
+            if not branches[0].image_latents:
                 raise ValueError("latent_size is needed when there are no input images")
-            latent_size = tuple(conditions[0].image_latents[0].shape[-2:])
+            latent_size = tuple(branches[0].image_latents[0].shape[-2:])
         p = self.transformer.config.patch_size
         if latent_size[0] % p or latent_size[1] % p:
             raise ValueError(f"latent size {latent_size} must be a multiple of the patch size {p}")
@@ -144,8 +197,8 @@ class DiTFusePipeline:
             h, w = (x * self.vae_factor for x in latent_size)
             raise ValueError(f"an output of {w}×{h} px is larger than {self.name} supports ({self.largest_side} px "
                              "per side, its position table); use a smaller latent or max_side")
-        noise = sampler.initial_noise(seed, len(conditions), (self.transformer.config.in_channels, *latent_size))
-        return sampler.sample(self.transformer, conditions, noise, **self.sampling(steps, cfg, img_cfg),
+        noise = sampler.initial_noise(seed, len(branches), (self.transformer.config.in_channels, *latent_size))
+        return sampler.sample(self.transformer, branches, noise, **self.sampling(steps, cfg, img_cfg),
                               use_cache=use_cache, batch_branches=batch_branches, progress=progress)
 
     def sampling(self, steps: int | None = None, cfg: float | None = None,
@@ -160,22 +213,21 @@ class DiTFusePipeline:
         img_cfg = self.defaults["img_cfg"] if img_cfg is None or img_cfg < 0 else img_cfg
         return {"steps": int(steps), "cfg": float(cfg), "img_cfg": float(img_cfg)}
 
-    def sample_prepared(self, instruction: str, pixels: list[list[torch.Tensor]], seed: int = 0,
-                        steps: int | None = None, cfg: float | None = None, img_cfg: float | None = None,
-                        latent_size: tuple[int, int] | None = None,
-                        progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-        """Scaled latents [B,C,h,w] for prepared inputs (per item: one [1,3,h,w] per `<|image_k|>`). Item i
-        encodes its images and samples with seeds derived from seed + i, so an item's result does not depend
-        on the batch it is in; progress counts steps over all items."""
-        n = len(pixels)
+    def sample_conditioning(self, conditioning: Conditioning, seed: int = 0, steps: int | None = None,
+                            cfg: float | None = None, img_cfg: float | None = None,
+                            latent_size: tuple[int, int] | None = None,
+                            progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """Scaled latents [B,C,h,w], one per item. Item i encodes its images and samples with seeds derived
+        from seed + i, so its result does not depend on the batch it is in; progress counts steps over all
+        items."""
+        n = len(conditioning)
         per_item = self.sampling(steps)["steps"]
         out = []
-        for i, pix in enumerate(pixels):
-            lats = [self.encode(p, seed=encode_seed(seed + i, k)) for k, p in enumerate(pix)]
-            cond = self.condition(instruction, lats)
+        for i, pix in enumerate(conditioning.pixels):
+            lats = [self.encode_input(p, seed, item=i, image=k) for k, p in enumerate(pix)]
             cb = None if progress is None else (lambda s, _t, d=i * per_item: progress(d + s, n * per_item))
-            out.append(self.sample(cond, seed=seed + i, steps=steps, cfg=cfg, img_cfg=img_cfg,
-                                   latent_size=latent_size, progress=cb))
+            out.append(self.sample(self.branches(conditioning.prompt, lats), seed=seed + i, steps=steps, cfg=cfg,
+                                   img_cfg=img_cfg, latent_size=latent_size, progress=cb))
         return torch.cat(out)
 
     # ---- tasks ---------------------------------------------------------------------------------------
@@ -187,21 +239,10 @@ class DiTFusePipeline:
         Returns a list of PIL images (PIL input) or a [B,H,W,3] tensor (tensor input), at image 1's
         original size."""
         as_tensor = any(isinstance(x, torch.Tensor) for x in images)
-        groups = [imgs.to_pil_list(x) for x in images]
-        n = max(len(g) for g in groups)
-        for k, g in enumerate(groups):
-            if len(g) not in (1, n):
-                raise ValueError(f"image_{k + 1} has a batch of {len(g)} but another input has {n}; "
-                                 "batches must be equal or 1 (broadcast)")
-        groups = [g * n if len(g) == 1 else g for g in groups]
-        pixels, sizes = [], []
-        for i in range(n):
-            pix, sz = self.preprocess([g[i] for g in groups], max_side, min_scale)
-            pixels.append(pix)
-            sizes.append(sz[0])
-        latents = self.sample_prepared(instruction, pixels, seed=seed, steps=steps, cfg=cfg, img_cfg=img_cfg,
-                                       progress=progress)
-        outputs = [imgs.restore(self.decode(latents[i : i + 1]), sizes[i]) for i in range(n)]
+        cond = self.conditioning(instruction, images, max_side, min_scale)
+        latents = self.sample_conditioning(cond, seed=seed, steps=steps, cfg=cfg, img_cfg=img_cfg,
+                                           progress=progress)
+        outputs = [imgs.restore(self.decode(latents[i : i + 1]), cond.sizes[i]) for i in range(len(cond))]
         if as_tensor:
             if len({tuple(o.shape) for o in outputs}) != 1:
                 return outputs

@@ -18,7 +18,7 @@ BRANCHES = ("cond", "uncond", "img")
 
 
 @dataclass
-class Condition:
+class Branches:
     """Everything one sample is conditioned on: its three branches and its input-image latents."""
 
     cond: Branch
@@ -54,20 +54,20 @@ def initial_noise(seed: int, n: int, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample(model, conditions: list[Condition], noise: torch.Tensor, steps: int, cfg: float, img_cfg: float,
+def sample(model, branches: list[Branches], noise: torch.Tensor, steps: int, cfg: float, img_cfg: float,
            use_cache: bool = True, batch_branches: bool = True,
            progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Integrate from noise [B,C,h,w] (fp32, any device) to latents. One Condition per sample."""
-    if len(conditions) != noise.shape[0]:
-        raise ValueError(f"{len(conditions)} conditions for {noise.shape[0]} noise samples")
+    """Integrate from noise [B,C,h,w] (fp32, any device) to latents. One Branches per sample."""
+    if len(branches) != noise.shape[0]:
+        raise ValueError(f"{len(branches)} samples of branches for {noise.shape[0]} noise samples")
     weights = branch_weights(cfg, img_cfg)  # never empty: the weights sum to 1
     names = list(weights)
     device = model.embed_tokens.weight.device
     x = noise.to(device, torch.float32)
     n_tok = (x.shape[-2] // model.config.patch_size) * (x.shape[-1] // model.config.patch_size)
-    rows = [(i, name) for name in names for i in range(len(conditions))]
-    row_branch = [conditions[i].branch(name) for i, name in rows]
-    row_images = [conditions[i].image_latents for i, _ in rows]
+    rows = [(i, name) for name in names for i in range(len(branches))]
+    row_branch = [branches[i].branch(name) for i, name in rows]
+    row_images = [branches[i].image_latents for i, _ in rows]
 
     groups = [list(range(len(rows)))] if batch_branches else [[r] for r in range(len(rows))]
     caches = [model.prefill([row_branch[r] for r in g], [row_images[r] for r in g], n_tok) if use_cache else None

@@ -136,7 +136,7 @@ class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
                 kept_v.append(v)
         return h, kept_k, kept_v
 
-    def _output(self, h, temb, n_tokens, height, width):
+    def read_out(self, h, temb, n_tokens, height, width):
         h = self.norm(h)[:, -n_tokens:]
         h = self.proj_out(self.norm_out(h, temb=temb))
         p = self.config.patch_size
@@ -184,7 +184,7 @@ class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
             key_valid = torch.cat([cache.valid, cache.valid.new_ones(bsz, 1 + n)], dim=1)
         # the time token does not see the output tokens
         h, _, _ = self._layers(h, cos, sin, StepMask(lmax + 1, key_valid), cache=cache)
-        return self._output(h, temb, n, height, width)
+        return self.read_out(h, temb, n, height, width)
 
     # ---- uncached reference path (training, tests) ---------------------------------------------------
     def forward_branch(self, latents: torch.Tensor, t: torch.Tensor, branch: Branch,
@@ -204,7 +204,7 @@ class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
         cos, sin = self.rope_cos_sin(pos, [total] * bsz)
         mask = full_mask(branch, n).to(h.device)[None].expand(bsz, -1, -1)
         h, _, _ = self._layers(h, cos, sin, mask)
-        return self._output(h, temb, n, height, width)
+        return self.read_out(h, temb, n, height, width)
 
 
 def run_block(block, h, cos, sin, mask, past: tuple[torch.Tensor, torch.Tensor] | None = None,

@@ -1,5 +1,5 @@
-"""ComfyUI-independent helpers of the node pack: model/LoRA discovery, example pairs, batch rules, latent
-conversion and the chain stages. Imported by the nodes and by tests that run without ComfyUI.
+"""ComfyUI-independent helpers of the node pack: model/LoRA discovery, example pairs, latent conversion and
+image restoring (batch rules, conditioning and sampling live in ditfuse_core.pipeline). Imported by the nodes and by tests that run without ComfyUI.
 
 Model folder layout (ComfyUI's `models/ditfuse`, plus any `ditfuse:` path of extra_model_paths.yaml):
 
@@ -11,18 +11,14 @@ Model folder layout (ComfyUI's `models/ditfuse`, plus any `ditfuse:` path of ext
 """
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ditfuse_core import prompts
+from ditfuse_core import examples, prompts
 
-PACK_ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE_DIR = PACK_ROOT / "example_images"
 FOLDER_KEY = "ditfuse"
 LORA_SUBDIR = "loras"
 NO_LORA = "none"
@@ -139,7 +135,7 @@ def lora_missing_message(name: str, roots) -> str:
 
 # ---- images ---------------------------------------------------------------------------------------------
 def example_manifest() -> dict:
-    return json.loads((EXAMPLE_DIR / "pairs.json").read_text())["pairs"]
+    return examples.pairs()
 
 
 def load_image_tensor(path: Path) -> torch.Tensor:
@@ -151,24 +147,8 @@ def load_image_tensor(path: Path) -> torch.Tensor:
 
 
 def example_pair(task: str) -> tuple[torch.Tensor, torch.Tensor]:
-    pairs = example_manifest()
-    if task not in pairs:
-        raise ValueError(f"no example pair for task {task!r}; choose one of {', '.join(pairs)}")
-    entry = pairs[task]
-    return load_image_tensor(EXAMPLE_DIR / entry["image_1"]), load_image_tensor(EXAMPLE_DIR / entry["image_2"])
-
-
-def batch_size_check(named: dict[str, torch.Tensor | None]) -> int:
-    """Batch rule of every DiTFuse node: equal batches pair up item by item, a batch of 1 is used with every
-    item of the others, anything else is an error. Returns the output batch size."""
-    sizes = {k: int(v.shape[0]) for k, v in named.items() if v is not None}
-    n = max(sizes.values())
-    bad = {k: s for k, s in sizes.items() if s not in (1, n)}
-    if bad:
-        desc = ", ".join(f"{k} has {s}" for k, s in sizes.items())
-        raise ValueError(f"DiTFuse: batch sizes do not match ({desc}). Give every input the same number of "
-                         f"images, or a single image to use with every item of the other input.")
-    return n
+    a, b = examples.pair_paths(task)
+    return load_image_tensor(a), load_image_tensor(b)
 
 
 def pick(t: torch.Tensor, i: int) -> torch.Tensor:
@@ -195,45 +175,6 @@ def decode_raw(pipe, raw: torch.Tensor) -> torch.Tensor:
     from ditfuse_core import vae
 
     return vae.decode_raw(pipe.vae, raw)
-
-
-def encode_seed(seed: int, k: int) -> int:
-    """The seed the core uses to sample image k's VAE posterior for item seed."""
-    from ditfuse_core.pipeline import encode_seed as f
-
-    return f(seed, k)
-
-
-@dataclass
-class Conditioning:
-    """DITFUSE_CONDITIONING: the prompt and the prepared input images of every batch item. Input images are
-    VAE-encoded at sampling time with seed-derived streams, exactly as DiTFusePipeline.generate does."""
-
-    prompt: str
-    pixels: list[list[torch.Tensor]]          # per item: one [1,3,h,w] in [-1,1] per <|image_k|>
-    sizes: list[tuple[int, int]]              # per item: image 1's original (W, H)
-    max_side: int
-    extra: dict = field(default_factory=dict)
-
-    def __len__(self):
-        return len(self.pixels)
-
-
-def build_conditioning(pipe, prompt: str, images: list[torch.Tensor], max_side: int) -> Conditioning:
-    n = batch_size_check({f"image_{k + 1}": im for k, im in enumerate(images)})
-    pixels, sizes = [], []
-    for i in range(n):
-        pix, sz = pipe.preprocess([pick(im, i) for im in images], max_side)
-        pixels.append(pix)
-        sizes.append(sz[0])
-    return Conditioning(prompt, pixels, sizes, int(max_side))
-
-
-def sample_conditioning(pipe, cond: Conditioning, seed: int, steps: int, cfg: float, img_cfg: float,
-                        latent_size: tuple[int, int] | None = None, progress=None) -> torch.Tensor:
-    """Scaled latents [B,C,h,w] for every item of a Conditioning (item i uses seed + i), on the CPU."""
-    return pipe.sample_prepared(cond.prompt, cond.pixels, seed=seed, steps=steps, cfg=cfg, img_cfg=img_cfg,
-                                latent_size=latent_size, progress=progress).float().cpu()
 
 
 def restore_images(pixels: torch.Tensor, sizes: list[tuple[int, int]] | None) -> torch.Tensor:

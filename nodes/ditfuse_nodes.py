@@ -82,11 +82,13 @@ def _progress(total: int, node_id=None):
 
 
 def _check_pair(image_1, image_2) -> int:
-    """Batch size of a pair whose image_2 is optional."""
+    """Batch size of a pair (image_2 may be None), by the core's batch rule."""
+    from ditfuse_core.pipeline import batch_size
+
     A.check_image("image_1", image_1)
     if image_2 is not None:
         A.check_image("image_2", image_2)
-    return A.batch_size_check({"image_1": image_1, "image_2": image_2})
+    return batch_size({"image_1": image_1, "image_2": image_2})
 
 
 def _interrupt_check():
@@ -200,9 +202,7 @@ class DiTFuseFuse(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, image_1, image_2, task, instruction, seed, steps, cfg, img_cfg, max_side):
-        A.check_image("image_1", image_1)
-        A.check_image("image_2", image_2)
-        n = A.batch_size_check({"image_1": image_1, "image_2": image_2})
+        n = _check_pair(image_1, image_2)
         pipe = model.pipeline()
         out = pipe.fuse(image_1, image_2, task=task, instruction=instruction, seed=seed, steps=steps, cfg=cfg,
                         img_cfg=img_cfg, max_side=max_side, progress=_progress(n * pipe.sampling(steps)["steps"]))
@@ -314,7 +314,7 @@ class DiTFuseEncode(io.ComfyNode):
         lats = []
         for i, p in enumerate(pixels):
             _interrupt_check()
-            lats.append(pipe.encode(p, seed=A.encode_seed(seed + i, 0)).float().cpu())
+            lats.append(pipe.encode_input(p, seed, item=i).float().cpu())
         raw = A.to_comfy_latent(pipe, torch.cat(lats))
         return io.NodeOutput({"samples": raw, "ditfuse_sizes": [list(s) for s in sizes]})
 
@@ -341,26 +341,17 @@ class DiTFuseCondition(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, image_1, task, instruction, max_side, image_2=None):
-
-        if task == "custom":
-            prompt = instruction
-            n_tags = prompts.count_images(prompt)
-            images = [image_1, image_2][:n_tags] if n_tags else []
-            if n_tags == 2 and image_2 is None:
-                raise ValueError("DiTFuse Condition: the instruction names <|image_2|> but image_2 is not connected")
-            if n_tags > 2:
-                raise ValueError("DiTFuse Condition: at most two images (<|image_1|>, <|image_2|>)")
+        prompt = instruction if task == "custom" else prompts.fusion_prompt(task, instruction)
+        images = [image_1, image_2]
+        if task == "custom":  # the instruction names the images it uses
+            images = images[:prompts.count_images(prompt)]
             if not images:
                 raise ValueError("DiTFuse Condition: a custom instruction must name <|image_1|>")
-        else:
-            if image_2 is None:
-                raise ValueError(f"DiTFuse Condition: task '{task}' fuses two images; connect image_2")
-            prompt = prompts.fusion_prompt(task, instruction)
-            images = [image_1, image_2]
+        if any(im is None for im in images):
+            raise ValueError(f"DiTFuse Condition: the instruction uses image_2 ('{task}'); connect image_2")
         for k, im in enumerate(images):
             A.check_image(f"image_{k + 1}", im)
-        pipe = model.pipeline()
-        return io.NodeOutput(A.build_conditioning(pipe, prompt, images, max_side))
+        return io.NodeOutput(model.pipeline().conditioning(prompt, images, max_side))
 
 
 class DiTFuseSampler(io.ComfyNode):
@@ -393,8 +384,9 @@ class DiTFuseSampler(io.ComfyNode):
             latent_size = (max(p, h // p * p), max(p, w // p * p))
             if latent.get("ditfuse_sizes") is None:
                 sizes = None
-        lat = A.sample_conditioning(pipe, conditioning, seed, steps, cfg, img_cfg, latent_size=latent_size,
-                                    progress=_progress(len(conditioning) * pipe.sampling(steps)["steps"]))
+        lat = pipe.sample_conditioning(conditioning, seed, steps, cfg, img_cfg, latent_size=latent_size,
+                                       progress=_progress(len(conditioning) * pipe.sampling(steps)["steps"]))
+        lat = lat.float().cpu()
         out = {"samples": A.to_comfy_latent(pipe, lat)}
         if sizes:
             out["ditfuse_sizes"] = sizes
@@ -471,7 +463,9 @@ class DiTFuseMetrics(io.ComfyNode):
             from ditfuse_core.metrics import metrics_report
         except ImportError as e:
             raise RuntimeError(f"DiTFuse Metrics needs ditfuse_core.metrics.metrics_report ({e})") from e
-        n = A.batch_size_check({"image_1": image_1, "image_2": image_2, "fused": fused})
+        from ditfuse_core.pipeline import batch_size
+
+        n = batch_size({"image_1": image_1, "image_2": image_2, "fused": fused})
         tables, reports = [], []
         for i in range(n):
             md, rep = metrics_report(*(A.pick(t, i)[0].cpu().numpy() for t in (image_1, image_2, fused)))

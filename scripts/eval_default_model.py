@@ -14,7 +14,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 SETS = [("ivif", "ivif/tno"), ("ivif", "ivif/roadscene"), ("mff", "mff/lytro"), ("mef", "mef/mefb")]
 METHODS = "ditfuse,average,gff,lp,mertens"
@@ -23,7 +22,7 @@ KEY = ("Qabf", "SSIM", "VIF")
 
 def main(argv=None) -> int:
     from ditfuse_core import evaluation
-    from ditfuse_core.m3 import default_data_root
+    from ditfuse_core.training.m3 import data_root
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None)
@@ -37,7 +36,7 @@ def main(argv=None) -> int:
     ap.add_argument("--card", action="store_true",
                     help="also write the summary into the model folder's MODEL_CARD.md (section 'Fusion metrics')")
     a = ap.parse_args(argv)
-    root = Path(a.eval) if a.eval else default_data_root() / "eval"
+    root = Path(a.eval) if a.eval else data_root() / "eval"
     if not root.is_dir():
         raise SystemExit(f"no eval data at {root}")
     summary, lines = {}, []

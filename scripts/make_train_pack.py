@@ -4,7 +4,7 @@
     python scripts/make_train_pack.py                       # -> .devdata/pack  (~37 MB)
     python scripts/make_train_pack.py --out DIR --max-side 384 --quality 90
 
-`scripts/train_default_model.py` builds the default pack itself when it is missing.
+`python -m tools.build_default_model` builds the default pack itself when it is missing.
 """
 from __future__ import annotations
 
@@ -13,15 +13,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from ditfuse_core.m3 import default_data_root  # noqa: E402
-from ditfuse_core.training.pack import build_pack  # noqa: E402
+from ditfuse_core.training.m3 import data_root
+from ditfuse_core.training.pack import build_pack
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(default_data_root()), help="shared/data folder")
+    ap.add_argument("--data", default=str(data_root()), help="shared/data folder")
     ap.add_argument("--out", default=str(ROOT / ".devdata" / "pack"))
     ap.add_argument("--max-side", type=int, default=384)
     ap.add_argument("--quality", type=int, default=87)

@@ -9,7 +9,8 @@ import torch
 from ditfuse_core import prompts
 from ditfuse_core.sequence import build_branch
 from ditfuse_core.tokenizer import load_tokenizer
-from ditfuse_core.training import average_init
+from tools.bundled import average_init
+from tools.bundled.constants import GRID
 from ditfuse_core.transformer import DiTFuseTransformer
 
 
@@ -113,7 +114,7 @@ def test_every_token_of_the_largest_grid_finds_its_own_position(shape):
     all 128 tokens of a row or column apart, or an output token would average the wrong input tokens."""
     torch.manual_seed(0)
     model = DiTFuseTransformer(**average_init.config(layers=1, intermediate=64)).eval()
-    assert model.config.pos_embed_max_size == average_init.GRID == 128
+    assert model.config.pos_embed_max_size == GRID == 128
     average_init.init_average(model)
     g = torch.Generator().manual_seed(5)
     c1, c2 = (torch.randn(1, 16, *shape, generator=g) for _ in range(2))

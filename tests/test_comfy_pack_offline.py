@@ -88,12 +88,15 @@ def test_bundled_model_choice_points_at_a_model():
 
 
 def test_batch_rules():
+    """One rule, the core's, for the library and every node."""
+    from ditfuse_core.pipeline import batch_size
+
     one, two, three = (torch.zeros(n, 8, 8, 3) for n in (1, 2, 3))
-    assert A.batch_size_check({"image_1": two, "image_2": two}) == 2
-    assert A.batch_size_check({"image_1": one, "image_2": three}) == 3
-    assert A.batch_size_check({"image_1": three, "image_2": one}) == 3
+    assert batch_size({"image_1": two, "image_2": two}) == 2
+    assert batch_size({"image_1": one, "image_2": three}) == 3
+    assert batch_size({"image_1": three, "image_2": one, "image_3": None}) == 3
     with pytest.raises(ValueError, match="image_1 has 2, image_2 has 3"):
-        A.batch_size_check({"image_1": two, "image_2": three})
+        batch_size({"image_1": two, "image_2": three})
     assert A.pick(one, 2).shape[0] == 1 and torch.equal(A.pick(three, 2), three[2:3])
 
 
@@ -133,7 +136,8 @@ def test_latent_conversion_roundtrip():
 def test_sampling_signature_matches_core_contract():
     from ditfuse_core.pipeline import DiTFusePipeline
 
-    for name in ("fuse", "control", "segment", "preprocess", "encode", "condition", "sample", "decode"):
+    for name in ("fuse", "control", "segment", "preprocess", "encode", "encode_input", "conditioning", "branches",
+                 "sample", "sample_conditioning", "decode"):
         assert callable(getattr(DiTFusePipeline, name)), name
     params = inspect.signature(DiTFusePipeline.sample).parameters
     for p in ("seed", "steps", "cfg", "img_cfg", "latent_size", "progress"):

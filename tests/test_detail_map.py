@@ -11,10 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ditfuse_core import m3, vae as vae_mod
+from ditfuse_core import vae as vae_mod
+from ditfuse_core.training import m3
 from ditfuse_core.pipeline import BUNDLED_MODEL
 from ditfuse_core.training.data import ImageCrops, to_uint8
-from ditfuse_core.training.detail_map import fit_detail_map, unsharp
+from tools.bundled.detail_map import fit_detail_map, unsharp
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "example_images"
 

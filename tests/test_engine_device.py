@@ -37,7 +37,7 @@ def _no_tf32():
 def test_cache_is_exact_on_cuda():
     pipe = _pipe("cuda")
     pix, _ = pipe.preprocess(_pair(), 128)
-    cond = pipe.condition(prompts.fusion_prompt("ivif"), [pipe.encode(p, sample=False) for p in pix])
+    cond = pipe.branches(prompts.fusion_prompt("ivif"), [pipe.encode(p, sample=False) for p in pix])
     noise = sampler.initial_noise(0, 1, (4, 12, 16))
     a = sampler.sample(pipe.transformer, [cond], noise, steps=4, cfg=2.0, img_cfg=1.6, use_cache=True)
     b = sampler.sample(pipe.transformer, [cond], noise, steps=4, cfg=2.0, img_cfg=1.6, use_cache=False)

@@ -32,7 +32,7 @@ def _velocity(model, seed=0):
     pipe = DiTFusePipeline(model, tiny_vae(seed=12), load_tokenizer())
     g = torch.Generator().manual_seed(seed)
     lats = [torch.randn(1, 4, 6, 8, generator=g), torch.randn(1, 4, 6, 8, generator=g)]
-    cond = pipe.condition(prompts.fusion_prompt("ivif"), lats)
+    cond = pipe.branches(prompts.fusion_prompt("ivif"), lats)
     noise = sampler.initial_noise(seed, 1, (4, 6, 8))
     return sampler.sample(model, [cond], noise, steps=2, cfg=2.0, img_cfg=1.6)
 

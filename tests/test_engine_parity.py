@@ -38,7 +38,7 @@ PARITY_PROMPT = prompts.fusion_prompt("mff")
 def _ours(pipe, a, b, noise, steps, cfg=2.0, img_cfg=1.6, text=PARITY_PROMPT, **kw):
     pix, _ = pipe.preprocess([a, b], max_side=max(a.size))
     lats = [pipe.encode(p, sample=False) for p in pix]
-    cond = pipe.condition(text, lats)
+    cond = pipe.branches(text, lats)
     return sampler.sample(pipe.transformer, [cond], noise, steps=steps, cfg=cfg, img_cfg=img_cfg, **kw)
 
 
@@ -99,7 +99,7 @@ def test_each_branch_uses_rope_factors_of_its_own_length():
     pipe = DiTFusePipeline(model, tiny_vae(seed=2), load_tokenizer())
     g = torch.Generator().manual_seed(5)
     lats = [torch.randn(1, 4, 80, 80, generator=g), torch.randn(1, 4, 80, 80, generator=g)]
-    cond = pipe.condition(prompts.fusion_prompt("ivif"), lats)
+    cond = pipe.branches(prompts.fusion_prompt("ivif"), lats)
     n_out = 40 * 40
     assert model.use_long_rope(cond.cond.length + 1 + n_out)
     assert model.use_long_rope(cond.img.length + 1 + n_out)
@@ -124,7 +124,7 @@ def test_zero_weight_branches_are_skipped_exactly(pipe):
     a, b = _pair(seed=6)
     noise = sampler.initial_noise(2, 1, (4, 6, 8))
     pix, _ = pipe.preprocess([a, b], max_side=64)
-    cond = pipe.condition(prompts.fusion_prompt("mff"), [pipe.encode(p, sample=False) for p in pix])
+    cond = pipe.branches(prompts.fusion_prompt("mff"), [pipe.encode(p, sample=False) for p in pix])
     only_cond = sampler.sample(pipe.transformer, [cond], noise, steps=2, cfg=1.0, img_cfg=1.0)
     # Reference: plain conditional Euler without guidance, uncached.
     x = noise.clone()

@@ -161,7 +161,7 @@ def test_max_side_is_clamped_to_the_position_table(pipe):
     assert max(pix.shape[-2:]) == pipe.largest_side
     # an explicitly larger output (e.g. an upscaled LATENT in ComfyUI) is refused in pixels, not tokens
     lat = pipe.encode(pix)
-    cond = pipe.condition(prompts.control_prompt("LIGHT+"), [lat, lat])
+    cond = pipe.branches(prompts.control_prompt("LIGHT+"), [lat, lat])
     too_big = tuple(2 * x for x in lat.shape[-2:])
     with pytest.raises(ValueError, match=f"larger than .* supports \\({pipe.largest_side} px per side"):
         pipe.sample(cond, steps=1, latent_size=too_big)
@@ -239,7 +239,7 @@ def test_control_and_segment_take_the_pair_and_one_image_is_given_as_both(pipe):
     (pix, _) = pipe.preprocess([a, b], max_side=64)
     lats = [pipe.encode(p) for p in pix]
     for text in (prompts.control_prompt("LIGHT-"), prompts.segmentation_prompt("tree")):
-        assert len(pipe.condition(text, lats).cond.image_spans) == 2
+        assert len(pipe.branches(text, lats).cond.image_spans) == 2
 
 
 def test_segment_mask_is_measured_against_the_fused_content():

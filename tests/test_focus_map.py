@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from ditfuse_core import m3, prompts, vae as vae_mod
+from ditfuse_core import prompts, vae as vae_mod
+from ditfuse_core.training import m3
 from ditfuse_core.pipeline import BUNDLED_MODEL
 from ditfuse_core.sequence import build_branch
 from ditfuse_core.tokenizer import load_tokenizer
-from ditfuse_core.training import average_init, focus_map
+from tools.bundled import average_init, focus_map
 from ditfuse_core.transformer import DiTFuseTransformer
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "example_images"

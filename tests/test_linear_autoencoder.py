@@ -9,10 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from ditfuse_core import images, m3, vae as vae_mod
+from ditfuse_core import images, vae as vae_mod
+from ditfuse_core.training import m3
 from ditfuse_core.linear_autoencoder import LinearAutoencoder
 from ditfuse_core.training.data import psnr
-from ditfuse_core.training.linear_autoencoder import fit_linear_autoencoder
+from tools.bundled.autoencoder_fit import fit_linear_autoencoder
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "example_images"
 

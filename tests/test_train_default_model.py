@@ -1,5 +1,4 @@
-"""The bundled model's recipe end to end: `scripts/train_default_model.py --vae-kind linear` on a tiny pack."""
-import importlib.util
+"""The bundled model's recipe end to end: `python -m tools.build_default_model --vae-kind linear` on a tiny pack."""
 import json
 import os
 from pathlib import Path
@@ -18,10 +17,9 @@ EXAMPLES = ROOT / "example_images"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("train_default_model", ROOT / "scripts" / "train_default_model.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from tools import build_default_model
+
+    return build_default_model
 
 
 def test_the_bundled_recipe_builds_a_linear_autoencoder_model_that_fuses(tmp_path):

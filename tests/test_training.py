@@ -5,8 +5,9 @@ import torch
 
 pytest.importorskip("accelerate")
 
-from ditfuse_core import m3, prompts  # noqa: E402
-from ditfuse_core.training import flow  # noqa: E402
+from ditfuse_core import prompts  # noqa: E402
+from ditfuse_core.training import m3  # noqa: E402
+from ditfuse_core.training import batches, flow, forward  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def make_trainer(tmp_path, sources, monkeypatch, **kw):
 
 
 def batch(tr, k):
-    return flow.make_batch(tr.cfg, k, 0, 1, {}, m3.scan_sources())
+    return batches.make_batch(tr.cfg, k, 0, 1, {}, m3.scan_sources())
 
 
 def test_padded_batch_forward_matches_per_row(tmp_path, sources, monkeypatch):
@@ -50,18 +51,18 @@ def test_padded_batch_forward_matches_per_row(tmp_path, sources, monkeypatch):
     g = torch.Generator().manual_seed(0)
     lat = [torch.randn(1, 4, 8, 8, generator=g) for _ in range(3)]
     texts = [m3.fusion_instruction("ivif", "keep everything."),
-             prompts.image_only_prompt(1) + " brighter, please, a lot brighter than before.", flow.CFG_TOKEN]
+             prompts.image_only_prompt(1) + " brighter, please, a lot brighter than before.", batches.CFG_TOKEN]
     imgs = [[lat[0], lat[1]], [lat[2]], []]
     branches = [tr.branch(tx, [16] * len(im)) for tx, im in zip(texts, imgs)]
     assert len({b.length for b in branches}) == 3  # really padded
     x = torch.randn(3, 4, 8, 8, generator=g)
     t = torch.tensor([0.2, 0.5, 0.9])
     with torch.no_grad():
-        got = flow.forward_batch(model, x, t, branches, imgs)
+        got = forward.forward_batch(model, x, t, branches, imgs)
         for i in range(3):
             ref = model.forward_branch(x[i:i + 1], t[i:i + 1], branches[i], imgs[i])
             torch.testing.assert_close(got[i:i + 1], ref, rtol=1e-4, atol=1e-5)
-        ck = flow.forward_batch(model, x, t, branches, imgs, checkpointing=True)
+        ck = forward.forward_batch(model, x, t, branches, imgs, checkpointing=True)
     torch.testing.assert_close(ck, got)
 
 
@@ -154,41 +155,3 @@ def test_fit_writes_log_plot_and_export(tmp_path, sources, monkeypatch):
 
     m = DiTFuseTransformer.from_pretrained(str(out))
     assert sum(p.numel() for p in m.parameters()) == sum(p.numel() for p in tr.transformer.parameters())
-
-
-def test_align_attention_init_points_outputs_at_same_position():
-    """Layer 0 of the alignment prior: each output token's attention peaks on the input-image tokens at its
-    own grid position (most tokens), and hardly on other output tokens."""
-    import torch.nn.functional as F
-
-    from ditfuse_core import prompts
-    from ditfuse_core.sequence import build_branch
-    from ditfuse_core.tokenizer import load_tokenizer
-    from ditfuse_core.training import recipes
-    from ditfuse_core.transformer import DiTFuseTransformer
-
-    torch.manual_seed(0)
-    model = DiTFuseTransformer(**recipes.tiny_transformer_config(layers=1))
-    recipes.align_attention_init(model, 8.0)
-    n = 16
-    br = build_branch(load_tokenizer(), prompts.wrap(m3.fusion_instruction("mff", "fuse")), [n, n])
-    lat = [torch.randn(1, 16, 16, 16) for _ in range(2)]
-    cap = {}
-    orig = F.scaled_dot_product_attention
-
-    def sdpa(q, k, v, attn_mask=None):
-        s = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
-        cap["a"] = s.masked_fill(~attn_mask, -1e9).softmax(-1)
-        return orig(q, k, v, attn_mask=attn_mask)
-
-    F.scaled_dot_product_attention = sdpa
-    try:
-        with torch.no_grad():
-            flow.forward_batch(model, torch.randn(1, 16, 16, 16), torch.tensor([0.5]), [br], [lat])
-    finally:
-        F.scaled_dot_product_attention = orig
-    out_q = cap["a"][0, 0, br.length + 1:]
-    for s, e in br.image_spans:
-        assert (out_q[:, s:e].argmax(-1) == torch.arange(n)).float().mean() >= 0.6
-    assert sum(out_q[:, s:e].sum(-1).mean() for s, e in br.image_spans) > 0.9
-    assert out_q[:, br.length + 1:].sum(-1).max() < 0.05

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from ditfuse_core import m3
+from ditfuse_core.training import m3
 
 
 @pytest.fixture()

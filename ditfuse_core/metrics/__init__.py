@@ -1,6 +1,6 @@
 """Image-fusion metrics with stated conventions, validated against the VIFB and MFIF MATLAB toolkits.
 
-Conventions common to all metrics (details in each module's docstring and benchmarks/README.md):
+Conventions common to all metrics (details in each module's docstring and docs/notes/metrics.md):
 inputs are 2-D float64 gray images on 0–255 (``convert.to_gray``: MATLAB rgb2gray, uint8 rounded);
 arguments are (image 1, image 2, fused) in DiTFuse's order (visible / far-focus / over-exposed
 first); every metric declares whether higher or lower is better (``METRICS[name].higher_is_better``).

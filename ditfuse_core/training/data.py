@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from .. import m3
+from . import m3
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -54,7 +54,7 @@ class ImageCrops(IterableDataset):
             else:
                 src = int(rng.integers(len(gen.sources)))
                 img, _, _ = gen._load(src)
-                img, _, _ = m3._random_crop(img, None, None, self.size, rng)
+                img, _, _ = m3.random_crop(img, None, None, self.size, rng)
             if self.upscale[1] > 1.0:
                 img = _enlarge_crop(img, float(rng.uniform(*self.upscale)), rng)
             i += nw

@@ -8,7 +8,7 @@
 Objective (OmniGen / DiTFuse): x0 ~ N(0, I), x1 = VAE latent of the target, t = sigmoid(N(0, 1)),
 x_t = t·x1 + (1−t)·x0, loss = MSE(model(x_t, t, condition), x1 − x0). With probability
 ``cond_dropout`` (0.1) the instruction becomes ``<cfg>`` and the input images are dropped.
-Data: :class:`ditfuse_core.m3.M3Generator` streamed on the fly (``--data``: shared/data or a pack).
+Data: :class:`ditfuse_core.training.m3.M3Generator` streamed on the fly (``--data``: shared/data or a pack).
 
 Checkpoints (``OUT/checkpoints/step_N``): trainable weights, optimizer, EMA, step and elapsed time;
 ``--resume`` continues exactly (same next batch, noise and timesteps, as all randomness is a function of
@@ -21,111 +21,22 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
 from .. import prompts
 from ..sequence import Branch, build_branch
 from ..vae import downsample_factor
-from .data import to_tensor
+from . import checkpoints
+from .batches import BatchStream, make_batch
+from .forward import TrainForward
+from .loss_plot import plot_loss
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
-CFG_TOKEN = "<cfg>"
-
-
-# ----------------------------------------------------------------------------------------------------
-# batched, padded training forward (same math as DiTFuseTransformer.forward_branch, rows left-padded)
-# ----------------------------------------------------------------------------------------------------
-
-def _block(block, h, cos, sin, mask):
-    """One OmniGen block exactly as the inference path runs it (no cache)."""
-    from ..transformer import run_block
-
-    return run_block(block, h, cos, sin, mask)[0]
-
-
-def forward_batch(model, latents: torch.Tensor, t: torch.Tensor, branches: list[Branch],
-                  image_latents: list[list[torch.Tensor]], checkpointing: bool = False) -> torch.Tensor:
-    """Velocity for a batch whose rows have different conditions. Rows are left-padded to a common
-    condition length; each row keeps its own positions (0..L_i+N) and its own mask, so a row's output
-    equals ``model.forward_branch`` on that row alone. Masks and positions are built on the device."""
-    bsz, _, height, width = latents.shape
-    dev = latents.device
-    x = model.embed_patches(latents, is_input_image=False)
-    n = x.shape[1]
-    time_tok, temb = model.embed_time(t)
-    lens = torch.tensor([br.length for br in branches])
-    lmax = int(lens.max())
-    pads = lmax - lens
-    total = lmax + 1 + n
-    ids = torch.full((bsz, lmax), model.config.pad_token_id, dtype=torch.long)
-    for b, br in enumerate(branches):
-        ids[b, int(pads[b]):] = br.input_ids
-    cond = model.embed_tokens(ids.to(dev))
-    # input images: one patch-embedding call per distinct latent shape
-    spans = [(b, int(pads[b]) + s, int(pads[b]) + e, lat[k]) for b, (br, lat) in enumerate(zip(branches, image_latents))
-             for (s, e), k in zip(br.image_spans, br.image_order)]
-    if spans:
-        cond = cond.clone()
-        by_shape: dict = {}
-        for i, sp in enumerate(spans):
-            by_shape.setdefault(tuple(sp[3].shape[-3:]), []).append(i)
-        for idxs in by_shape.values():
-            lat = torch.cat([spans[i][3] for i in idxs]).to(dev)
-            tok = model.embed_patches(lat, is_input_image=True).to(cond.dtype)
-            for j, i in enumerate(idxs):
-                b, s0, e0, _ = spans[i]
-                if e0 - s0 != tok.shape[1]:
-                    raise ValueError(f"placeholder of {e0 - s0} tokens for an image with {tok.shape[1]}")
-                cond[b, s0:e0] = tok[j]
-    h = torch.cat([cond, time_tok.to(cond.dtype), x.to(cond.dtype)], dim=1)
-    # masks: causal condition (+ full inside each image), time token sees condition + itself,
-    # output tokens see everything that is not padding, padding rows see themselves only
-    ar = torch.arange(total, device=dev)
-    P = pads.to(dev)[:, None, None]
-    C = (pads + lens).to(dev)[:, None, None]
-    q, k = ar[None, :, None], ar[None, None, :]
-    in_q, in_k = (q >= P) & (q < C), (k >= P) & (k < C)
-    mask = in_q & in_k & (k <= q)
-    mask |= (q == C) & (k >= P) & (k <= C)
-    mask |= (q > C) & (k >= P)
-    mask |= (q < P) & (k == q)
-    n_sp = max((len(br.image_spans) for br in branches), default=0)
-    if n_sp:
-        ss = torch.full((bsz, n_sp), -1, dtype=torch.long)
-        ee = torch.full((bsz, n_sp), -1, dtype=torch.long)
-        for b, br in enumerate(branches):
-            for j, (s0, e0) in enumerate(br.image_spans):
-                ss[b, j], ee[b, j] = s0 + int(pads[b]), e0 + int(pads[b])
-        ss, ee = ss.to(dev), ee.to(dev)
-        for j in range(n_sp):
-            s_, e_ = ss[:, j, None, None], ee[:, j, None, None]
-            mask |= (q >= s_) & (q < e_) & (k >= s_) & (k < e_)
-    pos = (ar[None, :] - pads.to(dev)[:, None]).clamp_min(0)
-    cos, sin = model.rope_cos_sin(pos, [int(ln) + 1 + n for ln in lens])
-    for block in model.layers:
-        if checkpointing and torch.is_grad_enabled():
-            h = grad_checkpoint(_block, block, h, cos, sin, mask, use_reentrant=False)
-        else:
-            h = _block(block, h, cos, sin, mask)
-    return model._output(h, temb, n, height, width)
-
-
-class TrainForward(torch.nn.Module):
-    """What accelerate wraps (DDP needs its forward to be called): the batched training forward."""
-
-    def __init__(self, transformer, checkpointing: bool = False):
-        super().__init__()
-        self.transformer = transformer
-        self.checkpointing = checkpointing
-
-    def forward(self, latents, t, branches, image_latents):
-        return forward_batch(self.transformer, latents, t, branches, image_latents, self.checkpointing)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -170,54 +81,6 @@ class TrainConfig:
     resume: str | None = None       # "latest" or a checkpoint folder
     device: str | None = None
     progress: bool = True
-
-
-# ----------------------------------------------------------------------------------------------------
-# data: whole batches (one crop size per batch) generated by workers; batch k depends only on (seed, k)
-# ----------------------------------------------------------------------------------------------------
-
-class BatchStream(torch.utils.data.IterableDataset):
-    def __init__(self, cfg: TrainConfig, start: int = 0, rank: int = 0, world: int = 1):
-        from .. import m3
-
-        self.sources = m3.scan_sources(cfg.data)
-        self.cfg, self.start, self.rank, self.world = cfg, start, rank, world
-
-    def __iter__(self):
-        wi = torch.utils.data.get_worker_info()
-        wid, nw = (wi.id, wi.num_workers) if wi else (0, 1)
-        cfg = self.cfg
-        gens = {}
-        k = self.start + wid
-        while True:
-            yield make_batch(cfg, k, self.rank, self.world, gens, self.sources)
-            k += nw
-
-
-def make_batch(cfg: TrainConfig, k: int, rank: int, world: int, gens: dict, sources) -> dict:
-    """Batch number k of this rank: a list of samples at one square size."""
-    from .. import m3
-
-    rng = np.random.default_rng([cfg.seed, 977, k])
-    probs = np.asarray(cfg.size_probs or [1.0] * len(cfg.sizes), float)
-    size = int(cfg.sizes[int(rng.choice(len(cfg.sizes), p=probs / probs.sum()))])
-    if size not in gens:
-        gens[size] = m3.M3Generator(sources, seed=cfg.seed, size=size, mix=cfg.mix)
-    gen = gens[size]
-    items = []
-    per_step = cfg.batch * world
-    for j in range(cfg.batch):
-        idx = k * per_step + rank * cfg.batch + j
-        s = gen.sample(idx)
-        drop = rng.random() < cfg.cond_dropout
-        items.append({"instruction": CFG_TOKEN if drop else s.instruction,
-                      "inputs": [] if drop else [to_tensor(x) for x in s.inputs],
-                      "target": to_tensor(s.target), "task": s.task})
-    return {"k": k, "size": size, "items": items}
-
-
-def _collate_one(x):
-    return x[0] if isinstance(x, list) else x
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -426,7 +289,7 @@ class FlowTrainer:
     def val_loss(self, n_batches: int = 4, use_ema: bool = False, start: int = 10 ** 7) -> float:
         """Mean loss on fixed held-out batches (indices from ``start``: never used in training), with the
         raw or the EMA weights; the same noise and timesteps for both."""
-        from .. import m3
+        from . import m3
 
         srcs = m3.scan_sources(self.cfg.data)
         gens: dict = {}
@@ -443,86 +306,16 @@ class FlowTrainer:
                     p.copy_(b)
         return float(np.mean(losses))
 
-    # ---- checkpoints -------------------------------------------------------------------------------
-    def _trainable_state(self, ema: bool = False) -> dict:
-        names = [n for n, p in self.unwrapped.named_parameters() if p.requires_grad]
-        src = self.ema if (ema and self.ema is not None) else [p.detach() for p in self.params]
-        return {n: t.detach().float().cpu().contiguous() for n, t in zip(names, src)}
-
+    # ---- checkpoints (checkpoints.py) ---------------------------------------------------------------
     def save_checkpoint(self, folder: str | Path | None = None) -> Path:
-        from safetensors.torch import save_file
-
-        folder = Path(folder or self.out / "checkpoints" / f"step_{self.step:07d}")
-        self.acc.wait_for_everyone()
-        if self.acc.is_main_process:
-            folder.mkdir(parents=True, exist_ok=True)
-            save_file(self._trainable_state(), str(folder / "trainable.safetensors"))
-            if self.ema is not None:
-                save_file(self._trainable_state(ema=True), str(folder / "ema.safetensors"))
-            torch.save(self.opt.state_dict(), folder / "optimizer.pt")
-            (folder / "state.json").write_text(json.dumps({"step": self.step, "elapsed": self.elapsed,
-                                                           "config": asdict(self.cfg)}, indent=1, default=str))
-            ck = sorted((self.out / "checkpoints").glob("step_*")) if folder.parent == self.out / "checkpoints" else []
-            for old in ck[: -self.cfg.keep_checkpoints]:
-                import shutil
-
-                shutil.rmtree(old, ignore_errors=True)
-        self.acc.wait_for_everyone()
-        return folder
+        return checkpoints.save(self, folder)
 
     def load_checkpoint(self, folder: str | Path) -> None:
-        from safetensors.torch import load_file
-
-        if str(folder) == "latest":
-            ck = sorted((self.out / "checkpoints").glob("step_*"))
-            if not ck:
-                self.acc.print("no checkpoint to resume from; starting fresh")
-                return
-            folder = ck[-1]
-        folder = Path(folder)
-        state = load_file(str(folder / "trainable.safetensors"))
-        named = dict(self.unwrapped.named_parameters())
-        with torch.no_grad():
-            for n, t in state.items():
-                named[n].copy_(t.to(named[n].device, named[n].dtype))
-        if self.ema is not None and (folder / "ema.safetensors").exists():
-            e = load_file(str(folder / "ema.safetensors"))
-            names = [n for n, p in self.unwrapped.named_parameters() if p.requires_grad]
-            self.ema = [e[n].to(self.device).float() for n in names]
-        self.opt.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=False))
-        st = json.loads((folder / "state.json").read_text())
-        self.step, self.elapsed = int(st["step"]), float(st["elapsed"])
-        self.acc.print(f"resumed from {folder} at step {self.step}")
+        checkpoints.load(self, folder)
 
     def export(self, folder: str | Path, use_ema: bool = True, dtype=torch.float32) -> Path:
         """Write the trained transformer (full: diffusers folder; LoRA: adapter folder)."""
-        folder = Path(folder)
-        model = self.unwrapped
-        if self.cfg.lora:
-            from ..lora import save_lora
-
-            if use_ema and self.ema is not None:
-                with torch.no_grad():
-                    backup = [p.detach().clone() for p in self.params]
-                    for p, e in zip(self.params, self.ema):
-                        p.copy_(e)
-            save_lora(model, folder)
-            if use_ema and self.ema is not None:
-                with torch.no_grad():
-                    for p, b in zip(self.params, backup):
-                        p.copy_(b)
-            return folder
-        import copy
-
-        clean = copy.deepcopy(model).cpu().float()
-        if use_ema and self.ema is not None:
-            named = dict(clean.named_parameters())
-            names = [n for n, p in model.named_parameters() if p.requires_grad]
-            with torch.no_grad():
-                for n, e in zip(names, self.ema):
-                    named[n].copy_(e.cpu())
-        clean.to(dtype).save_pretrained(str(folder), safe_serialization=True)
-        return folder
+        return checkpoints.export(self, folder, use_ema, dtype)
 
     # ---- the loop ----------------------------------------------------------------------------------
     def loader(self):
@@ -590,38 +383,6 @@ class FlowTrainer:
                 "device": str(self.device), "processes": self.acc.num_processes,
                 "mixed_precision": self.acc.mixed_precision}
 
-
-# ----------------------------------------------------------------------------------------------------
-# loss plot (PIL only)
-# ----------------------------------------------------------------------------------------------------
-
-def plot_loss(log_path: str | Path, png: str | Path, w: int = 640, h: int = 360) -> Path | None:
-    from PIL import Image, ImageDraw
-
-    recs = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
-    if len(recs) < 2:
-        return None
-    xs = np.array([r["step"] for r in recs], float)
-    ys = np.log10(np.maximum([r["loss"] for r in recs], 1e-8))
-    im = Image.new("RGB", (w, h), "white")
-    d = ImageDraw.Draw(im)
-    m = 50
-    x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
-    y1 = y1 if y1 > y0 else y0 + 1e-3
-    px = m + (xs - x0) / max(x1 - x0, 1) * (w - 2 * m)
-    py = h - m - (ys - y0) / (y1 - y0) * (h - 2 * m)
-    d.rectangle([m, m, w - m, h - m], outline="gray")
-    d.line(list(zip(px.tolist(), py.tolist())), fill="blue", width=2)
-    d.text((m, 10), f"flow-matching loss (log10), steps {int(x0)}..{int(x1)}", fill="black")
-    d.text((5, m - 5), f"{10 ** y1:.3g}", fill="black")
-    d.text((5, h - m - 5), f"{10 ** y0:.3g}", fill="black")
-    im.save(png)
-    return Path(png)
-
-
-# ----------------------------------------------------------------------------------------------------
-# CLI
-# ----------------------------------------------------------------------------------------------------
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -3,7 +3,7 @@ the bundled model's fixed training data.
 
 The pack is a folder: images/*.jpg (RGB, longest side <= max_side), labels/*.png (MSRC class maps,
 nearest-neighbour resized), ir/*.jpg (RoadScene infrared, gray) and index.json, which
-``ditfuse_core.m3.scan_sources(pack)`` reads. It holds third-party images: keep it out of git
+``ditfuse_core.training.m3.scan_sources(pack)`` reads. It holds third-party images: keep it out of git
 (.devdata/ is ignored) and do not redistribute it.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..m3 import scan_sources
+from .m3 import scan_sources
 
 
 def _fit(im: Image.Image, max_side: int, resample) -> Image.Image:

@@ -75,9 +75,9 @@ def eval_images(root=None, max_side: int = 512):
     """(name, uint8 [H,W,3]) for the shared/data/eval images (both images of every pair)."""
     from PIL import Image
 
-    from ..m3 import default_data_root
+    from .m3 import data_root
 
-    root = Path(root) if root else default_data_root() / "eval"
+    root = Path(root) if root else data_root() / "eval"
     pats = ["ivif/tno/*/*.png", "ivif/roadscene/*/*.jpg", "mff/lytro/*.png", "mef/mefb/*.*"]
     out = []
     for pat in pats:

@@ -1,6 +1,6 @@
 """Fit the bundled model's LinearAutoencoder: principal components of f×f pixel blocks of training crops.
 
-    python -m ditfuse_core.training.linear_autoencoder --out out/lae [--crops 2000 --upscale 1.7,2.6]
+    python -m tools.bundled.autoencoder_fit --out out/lae [--crops 2000 --upscale 1.7,2.6]
 
 Crops come from the M3 sources (a fraction replaced by M3-degraded inputs, as for the VAE) enlarged by
 U[lo, hi] with LANCZOS: the densities the bundled model's working size (inputs enlarged ≥ 2×, up to its
@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..linear_autoencoder import LinearAutoencoder
-from .data import ImageCrops
-from .vae import eval_images, eval_psnr
+from ditfuse_core.linear_autoencoder import LinearAutoencoder
+from ditfuse_core.training.data import ImageCrops
+from ditfuse_core.training.vae import eval_images, eval_psnr
 
 
 @torch.no_grad()
@@ -79,7 +79,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-stride", type=int, default=1, help="PSNR on every k-th eval image (0: none)")
     a = ap.parse_args(argv)
-    from .. import m3
+    from ditfuse_core.training import m3
 
     rec = fit_and_save(a.out, m3.scan_sources(a.data), a.eval_stride, factor=a.f, latent_channels=a.latent,
                        crops=a.crops, size=a.size, upscale=tuple(float(v) for v in a.upscale.split(",")),

@@ -25,12 +25,10 @@ import math
 
 import torch
 
+from .constants import FREQS, GRID, KERNEL
+
 HIDDEN, HEAD_DIM = 320, 64
 NOPE_PAIRS = range(19, 32)          # rotary pairs with an "infinite" factor: they do not rotate
-FREQS = [math.pi / 2 ** (k + 1) for k in range(6)]  # periods 4 … 128 tokens: unique within 128 × 128
-# the position table: 128 tokens of 16 px = 2048 px per side (what the code keeps unique); a neighbour one
-# token off still loses 13.9·G_ALIGN logits, one 64 tokens off 2·G_ALIGN
-GRID = 128
 S = list(range(0, 257))
 CODE = list(range(257, 281))
 MIRROR = list(range(281, 305))
@@ -191,7 +189,6 @@ def _build_focus(model, focus: dict, E: torch.Tensor, sizes: dict, ms: float) ->
     queries prefer to every input token, with value 0; the BOS token (FREE[0]) is such a key for the input and time
     tokens' queries in layer 0, so their states reach layer 1 unchanged (their own attention would otherwise
     mix the image into them). Text embeddings carry no content (S = 0): every text value is zero."""
-    from .focus_map import KERNEL
 
     rms_in, rms_out, mark_out = sizes["rms_in"], sizes["rms_out"], sizes["mark_out"]
     f32 = lambda x: x.to(torch.float32)  # noqa: E731

@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""Train the bundled default model "ditfuse-tiny" end to end: VAE first, then the transformer.
+"""Build the bundled default model "ditfuse-tiny": autoencoder first, then the transformer (constructed or trained).
 
     # 1. once, on a machine that has shared/data (writes .devdata/pack, ~37 MB, git-ignored; step 2 does
     #    this itself when the pack is missing)
-    python scripts/make_train_pack.py
+    python -m scripts.make_train_pack
     # 2. GPU (≤ 10 min):
-    python scripts/train_default_model.py --vae-minutes 3 --dit-minutes 6 --out out/ditfuse-tiny
+    python -m tools.build_default_model --vae-minutes 3 --dit-minutes 6 --out out/ditfuse-tiny
     # 2'. the bundled model (2-core CPU, ~2 min; MODEL_CARD.md says why these options):
-    python scripts/train_default_model.py --vae-kind linear --eval-vae --average-init --detail 8,0.1 \
+    python -m tools.build_default_model --vae-kind linear --eval-vae --average-init --detail 8,0.1 \
         --layers 1 --intermediate 64 --dit-minutes 0 --device cpu --out out/ditfuse-tiny
 
 Writes OUT/ (diffusers layout): transformer/{config.json, diffusion_pytorch_model.safetensors (fp16)},
@@ -26,13 +26,13 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from tools.bundled import constants as recipes
+from tools.bundled.recipe import tiny_transformer_config, zero_unused_embeddings
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import torch  # noqa: E402
-
-from ditfuse_core.training import recipes  # noqa: E402
 
 
 PACK = ROOT / ".devdata" / "pack"
@@ -44,10 +44,10 @@ def _data_root(arg: str | None) -> str:
     if arg:
         return arg
     if not (PACK / "index.json").exists():
-        from ditfuse_core.m3 import default_data_root
+        from ditfuse_core.training.m3 import data_root
         from ditfuse_core.training.pack import build_pack
 
-        shared = default_data_root()
+        shared = data_root()
         print(f"no training pack at {PACK} yet: building it from {shared} (once, about a minute)", flush=True)
         try:
             n, size = build_pack(shared, PACK)
@@ -64,8 +64,8 @@ def _shown(path: str) -> str:
     return os.path.relpath(p, ROOT) if p.is_relative_to(ROOT.parent) else str(p)
 
 
-CPU_FROM_SCRATCH = ("* from scratch on a 2-core CPU, VAE included (about 50 min; measured in ditfuse_core/training/README.md): "
-                    "`python scripts/train_default_model.py --device cpu --vae-minutes 45 --average-init --detail 2,0.3 "
+CPU_FROM_SCRATCH = ("* from scratch on a 2-core CPU, VAE included (about 50 min; measured in docs/notes/findings.md): "
+                    "`python -m tools.build_default_model --device cpu --vae-minutes 45 --average-init --detail 2,0.3 "
                     "--dit-minutes 0 --layers 1 --intermediate 64` (the bundled VAE then also had the fine-tune of the VAE line; run it with "
                     "`--init OUT/work/vae` and pass its folder as `--vae`)")
 
@@ -87,33 +87,28 @@ def main(argv=None):
     ap.add_argument("--vae", default=None, help="reuse a trained VAE folder instead of training one")
     ap.add_argument("--vae-kind", default="kl", choices=["kl", "linear"],
                     help="kl: train a small AutoencoderKL (--vae-minutes); linear: fit the LinearAutoencoder "
-                         "(principal components of pixel blocks, seconds; training/linear_autoencoder.py)")
+                         "(principal components of pixel blocks, seconds; tools/bundled/autoencoder_fit.py)")
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--sizes", default=None, help="comma-separated crop sizes for the transformer")
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--size-probs", default=None, help="comma-separated probabilities of --sizes")
-    ap.add_argument("--mix", default=None, help='task mix as JSON, e.g. \'{"copy": 0.5, "m3": 0.2}\' (default recipes.TINY_MIX)')
+    ap.add_argument("--mix", default=None, help='task mix as JSON, e.g. \'{"m3": 0.5, "ivif": 0.5}\' (default constants.TINY_MIX)')
     ap.add_argument("--ema", type=float, default=None)
     ap.add_argument("--warmup", type=float, default=0.03, help="fraction of the budget (< 1) or steps")
     ap.add_argument("--init-transformer", default=None,
                     help="start from these transformer weights (a model folder with transformer/, or the "
                          "transformer folder itself; same architecture) instead of a random initialisation")
-    ap.add_argument("--align-init", type=float, default=0.0,
-                    help="add a spatial-alignment prior to the attention of a random initialisation "
-                         "(strength; see recipes.align_attention_init)")
-    ap.add_argument("--quiet-init", action="store_true",
-                    help="with --align-init: shared patch projection and zero-initialised residual branches")
     ap.add_argument("--average-init", action="store_true",
-                    help="start from the constructed 'average the inputs' weights (training/average_init.py): "
+                    help="start from the constructed 'average the inputs' weights (tools/bundled/average_init.py): "
                          "hidden 320, embeddings, layer 0 and read-out frozen, later layers trained")
     ap.add_argument("--detail", default=None, metavar="SIGMA,AMOUNT",
                     help="with --average-init: the flow goes to a detail-mapped average, the per-token map "
                          "fitted to unsharp masking (sigma px at the working size, amount) on training crops "
-                         "(training/detail_map.py)")
+                         "(tools/bundled/detail_map.py)")
     ap.add_argument("--focus", default=None, metavar="G1,…,G6",
                     help="with --detail and --layers ≥ 2: a multi-focus filter, gains of the latent average's octave "
                          "bands (σ 0–1–2–4–8–16–32 px at the working size), fitted across tokens and switched on by "
-                         "the prompt for multi-focus pairs (training/focus_map.py)")
+                         "the prompt for multi-focus pairs (tools/bundled/focus_map.py)")
     ap.add_argument("--cond-dropout", type=float, default=0.1,
                     help="fraction of rows trained without instruction and images (for guidance); 0 when the model "
                          "is only ever sampled with cfg = img_cfg = 1")
@@ -166,8 +161,8 @@ def main(argv=None):
         vae_summary = json.loads((vae_dir / "train_log.json").read_text()) if (vae_dir / "train_log.json").exists() else {}
         print(f"reusing VAE {vae_dir}")
     elif a.vae_kind == "linear":
-        from ditfuse_core import m3
-        from ditfuse_core.training.linear_autoencoder import fit_and_save
+        from ditfuse_core.training import m3
+        from tools.bundled.autoencoder_fit import fit_and_save
 
         vae_dir = work / "vae"
         print("== linear autoencoder (principal components of pixel blocks)", flush=True)
@@ -191,12 +186,12 @@ def main(argv=None):
 
     # ---- 2. transformer ------------------------------------------------------------------------------
     if a.average_init:
-        from ditfuse_core.training import average_init
+        from tools.bundled import average_init
 
         init = average_init.config(latent_channels=vae.config.latent_channels, patch_size=16 // f,
                                    layers=a.layers, intermediate=a.intermediate)
     else:
-        init = recipes.tiny_transformer_config(latent_channels=vae.config.latent_channels, vae_factor=f,
+        init = tiny_transformer_config(latent_channels=vae.config.latent_channels, vae_factor=f,
                                                hidden=a.hidden, layers=a.layers, intermediate=a.intermediate)
     sizes = [int(s) for s in a.sizes.split(",")] if a.sizes else kind["sizes"]
     mix = json.loads(a.mix) if a.mix else recipes.TINY_MIX
@@ -226,8 +221,8 @@ def main(argv=None):
         del base
     elif a.average_init:
         if a.detail:
-            from ditfuse_core import m3
-            from ditfuse_core.training.detail_map import fit_detail_map
+            from ditfuse_core.training import m3
+            from tools.bundled.detail_map import fit_detail_map
 
             sigma, amount = (float(x) for x in a.detail.split(","))
             latent_map, detail_rec = fit_detail_map(vae, m3.scan_sources(data), sigma=sigma, amount=amount,
@@ -235,7 +230,7 @@ def main(argv=None):
             print(f"detail map fitted: {detail_rec}", flush=True)
         focus = None
         if a.focus:
-            from ditfuse_core.training import focus_map
+            from tools.bundled import focus_map
 
             focus, focus_rec = focus_map.fit_focus_map(vae, m3.scan_sources(data), [float(x) for x in a.focus.split(",")],
                                                        latent_map, patch=init["patch_size"], seed=a.seed)
@@ -244,11 +239,8 @@ def main(argv=None):
         average_init.init_average(model, seed=a.seed, latent_map=latent_map, focus=focus)
         print("constructed 'average the inputs' initialisation; frozen: " + ", ".join(average_init.frozen(bool(a.focus))),
               flush=True)
-    elif a.align_init:
-        recipes.align_attention_init(model, a.align_init, quiet=a.quiet_init)
-        print(f"spatial-alignment attention prior, strength {a.align_init}", flush=True)
     tok = load_tokenizer()
-    kept = recipes.zero_unused_embeddings(model, tok)
+    kept = zero_unused_embeddings(model, tok)
     print(f"token embeddings: {kept} rows used by the training instructions, the rest zero", flush=True)
     tr = FlowTrainer(cfg, transformer=model, vae=vae, tokenizer=tok)
     n_params = sum(p.numel() for p in tr.transformer.parameters())
@@ -278,7 +270,7 @@ def main(argv=None):
     tr.export(out / "transformer", use_ema=use_ema, dtype=torch.float16)
     vae.to(torch.float32).save_pretrained(str(out / "vae"), safe_serialization=True)
     wall = time.time() - t_all
-    cmd = "python scripts/train_default_model.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = "python -m tools.build_default_model " + " ".join(sys.argv[1:] if argv is None else argv)
     record = {
         "name": "ditfuse-tiny",
         "defaults": {**recipes.TINY_DEFAULTS, "steps": a.steps_default or (
@@ -288,7 +280,7 @@ def main(argv=None):
             "command": cmd, "device": dev_name, "wall_minutes": round(wall / 60, 1), "data": _shown(data),
             "vae": {k: v for k, v in vae_summary.items() if k != "log"},
             "transformer": {**dit_summary, "params": n_params, "batch": cfg.batch, "sizes": sizes,
-                            "init": "average" if a.average_init else ("align" if a.align_init else "random"),
+                            "init": "average" if a.average_init else "random",
                             "lr": cfg.lr, "ema": cfg.ema, "mix": cfg.mix, "config": init},
             "torch": torch.__version__,
         },
@@ -343,7 +335,7 @@ def _vae_line(v: dict) -> str:
                 f"({v.get('variance_kept', 0):.4f} of their variance) of {v.get('crops')} training crops of "
                 f"{v.get('crop')} px enlarged by U{tuple(v.get('upscale', (1, 1)))} (M3-degraded with probability "
                 f"{v.get('p_degraded')}), {v.get('wall_s')} s on {v.get('device')}, scaling_factor "
-                f"{v.get('scaling_factor')} (`ditfuse_core/training/linear_autoencoder.py`)")
+                f"{v.get('scaling_factor')} (`tools/bundled/autoencoder_fit.py`)")
     line = (f"* VAE: f={v.get('f')}, {v.get('latent_channels')} latent channels, {v.get('params')} params, "
             f"{v.get('steps')} steps in {v.get('wall_s')} s on {v.get('device')}, batch {v.get('batch')} × {v.get('crop')} px "
             f"crops, scaling_factor {v.get('scaling_factor')}")
@@ -387,17 +379,17 @@ def write_card(out: Path, rec: dict) -> None:
                     "average. The transformer is *constructed*,"] if linear else
                    ["A small DiTFuse model: the OmniGen architecture at a small size over a small KL VAE. The VAE is",
                     "trained by this repository's own command on `shared/data/train`; the transformer is *constructed*,"]),
-                 "not trained (`ditfuse_core/training/average_init.py`): its weights compute the straight flow to the",
+                 "not trained (`tools/bundled/average_init.py`): its weights compute the straight flow to the",
                  *(["average of the two input images' latents, sharpened by a detail map: the flow goes to M·average,",
                     "M a linear map of each token's latent fitted on training crops to approximate unsharp",
-                    "masking (`ditfuse_core/training/detail_map.py`), which gives back detail contrast averaging loses."]
+                    "masking (`tools/bundled/detail_map.py`), which gives back detail contrast averaging loses."]
                    if d.get("detail_map") else
                    ["average of the two input images' latents, so a fusion is exactly the latent average, decoded."]),
                  *(["For multi-focus prompts a second layer adds a filter of the average across neighbouring tokens",
-                    "(gains per octave band, fitted on training crops: `ditfuse_core/training/focus_map.py`), which",
+                    "(gains per octave band, fitted on training crops: `tools/bundled/focus_map.py`), which",
                     "the IVIF/MEF subtags and the control/segmentation tags switch off."] if d.get("focus_map") else []),
                  "Training from this starting point is in the recipe (`--average-init` with `--dit-minutes N`); runs",
-                 "of up to an hour on this 2-core CPU did not improve on it (see ditfuse_core/training/README.md)."]
+                 "of up to an hour on this 2-core CPU did not improve on it (see docs/notes/findings.md)."]
     else:
         intro = ["A small DiTFuse model (OmniGen architecture + a small KL VAE) trained from scratch by this repository's",
                  "own commands on M3 data synthesised from `shared/data/train` (MSRC-v2, BSDS500, RoadScene)."]
@@ -429,7 +421,7 @@ def write_card(out: Path, rec: dict) -> None:
                      + ", ".join(f"{k} {x:.2f}" for k, x in ev["by_set"].items())
                      + (f" (`{ev['how']}`)" if ev.get("how") else ""))
     else:
-        lines.append("VAE reconstruction PSNR: see `benchmarks/` (computed where shared/data/eval exists).")
+        lines.append("VAE reconstruction PSNR: rerun with --eval-vae (needs shared/data/eval).")
     lines += ["", "Fusion metrics: `ditfuse eval` (table in benchmarks/README.md).", ""]
     (out / "MODEL_CARD.md").write_text("\n".join(lines))
 

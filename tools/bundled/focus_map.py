@@ -3,7 +3,7 @@ that the prompt switches on for multi-focus pairs.
 
 Why: on multi-focus pairs every sharpening of the average costs SSIM (the detail map that wins Qabf and VIF
 on IVIF/MEF loses SSIM on Lytro), while a filter with a gain per octave band of the average can beat
-averaging on all three metrics (`benchmarks/bench_mff_linear_bound.py` measures the best one through the
+averaging on all three metrics (`docs/notes/findings.md`: the best one measured through the
 model's data path). Its coarse bands reach beyond a token (16 working px), which a map of one token cannot
 see, so the construction adds a smooth attention head over neighbouring tokens: the filter's latent is
   D·z + O·Σ_j w(j − i)·P·z_j
@@ -22,13 +22,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .average_init import FREQS
-
-BAND_SIGMAS = (0, 1, 2, 4, 8, 16, 32)  # working px; band i = G_σi − G_σi+1, G_0 = identity
-# position-code frequencies (indices into average_init.FREQS) and logit gains per axis of the smoothing
-# head: w(Δ) ∝ exp(Σ g·(cos(ωΔ) − 1)); about a Gaussian of σ 1 token, below e^−40 from 8 tokens on, and unique
-# within the 128-token position table (the code's own period; see `token_kernel`)
-KERNEL = ((3, 22.2), (5, 60.0))
+from .constants import BAND_SIGMAS, FREQS, KERNEL
 
 
 def band_filter(img: np.ndarray, gains) -> np.ndarray:
@@ -77,8 +71,8 @@ def fit_focus_map(vae, sources, gains, latent_map: torch.Tensor, patch: int = 4,
     """D [n, n], P [rank, n], O [n, rank] (float64, n = C·p²) such that M·z + D·z + O·smooth(P·z) ≈ the latent
     of the band-filtered crop, for the tokens z of training crops enlarged by ``upscale`` (as the pipeline
     enlarges its inputs). ``latent_map`` = M, the model's detail map. Returns the maps and a record."""
-    from .. import vae as vae_mod
-    from .data import ImageCrops, to_tensor, to_uint8
+    from ditfuse_core import vae as vae_mod
+    from ditfuse_core.training.data import ImageCrops, to_tensor, to_uint8
 
     it = iter(ImageCrops(sources, size=size, seed=seed, p_degraded=0.0, upscale=(upscale, upscale)))
     own, smooth_in, want = [], [], []
@@ -110,7 +104,7 @@ def fit_focus_map(vae, sources, gains, latent_map: torch.Tensor, patch: int = 4,
 def gate_token_ids(tokenizer) -> list[int]:
     """Token ids that switch the filter off: per IVIF/MEF subtag and control/segmentation tag, the first token
     of its prompt that no multi-focus prompt has (the tag's own first piece, e.g. "MO" of MODALITIES)."""
-    from .. import prompts
+    from ditfuse_core import prompts
 
     mff = set(tokenizer.encode(prompts.wrap(prompts.fusion_prompt("mff"))))
     ids = []

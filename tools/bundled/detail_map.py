@@ -1,7 +1,7 @@
 """A linear map of each token's latent that gives back the detail averaging loses, fitted on training images.
 
 Why: averaging two sources halves the contrast of detail that only one of them has; Qabf, VIF and SSIM's
-contrast term all see that. Unsharp masking the average gives it back in pixels (benchmarks/README.md, "Where
+contrast term all see that. Unsharp masking the average gives it back in pixels (docs/notes/findings.md, "Where
 the gap to averaging comes from"). The constructed transformer (`average_init`) can apply any linear map of a
 token's content exactly, in its value projection, so the map is fitted here by least squares: from the latents
 of clean training crops (at the working size's content density) to the latents of the same crops
@@ -31,8 +31,8 @@ def fit_detail_map(vae, sources, sigma: float = 2.0, amount: float = 0.3, patch:
     the crop's latent (patch × patch latent pixels, flattened as (channel, row, col) like the transformer's
     patches; C = the VAE's latent channels). Crops come from ``sources`` (m3 sources) enlarged by ``upscale``
     with LANCZOS, as the pipeline enlarges its inputs. Returns M and a record (settings, relative residual)."""
-    from .. import vae as vae_mod
-    from .data import ImageCrops, to_tensor, to_uint8
+    from ditfuse_core import vae as vae_mod
+    from ditfuse_core.training.data import ImageCrops, to_tensor, to_uint8
 
     it = iter(ImageCrops(sources, size=size, seed=seed, p_degraded=0.0, upscale=(upscale, upscale)))
     src, dst = [], []

@@ -2,7 +2,7 @@
 # Train "ditfuse-tiny" on a GPU machine in one go (the device machine: python3 with CUDA torch, accelerate,
 # peft, transformers; diffusers comes from .whl). Run from the repo root with .whl and .devdata/pack
 # present (make them here with `python scripts/make_train_pack.py`; .whl holds diffusers + importlib_metadata).
-#   VAE_MIN=2.5 DIT_MIN=6 bash scripts/train_default_model_gpu.sh
+#   VAE_MIN=2.5 DIT_MIN=6 bash tools/build_default_model_gpu.sh
 # Results in $OUT (or ./out/gpu): model.tar.gz.partNN (join: cat model.tar.gz.part* | tar xz), train.log,
 # ditfuse.json, loss.png.
 set -o pipefail
@@ -14,7 +14,7 @@ if [ -d .whl ] && ! python3 -c "import diffusers" 2>/dev/null; then
 fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 nvidia-smi -L 2>/dev/null | head -1
-python3 scripts/train_default_model.py --vae-minutes "${VAE_MIN:-2.5}" --dit-minutes "${DIT_MIN:-6}" \
+python3 -m tools.build_default_model --vae-minutes "${VAE_MIN:-2.5}" --dit-minutes "${DIT_MIN:-6}" \
   --out /tmp/ditfuse-tiny --work /tmp/ditfuse-work --transfer-dir "$DEST" "$@" 2>&1 \
   | tee "$DEST/train.log"
 rc=$?
