@@ -47,8 +47,8 @@ class StepMask:
 class ConditionMask:
     """The condition tokens' mask (`sequence.condition_mask`: causal, each image span sees itself whole),
     never materialised: a query in an image span [s, e) sees keys [0, e), no mask needed; text queries
-    see the keys up to themselves. A [L, L] bool mask at 1024 px is 67 M entries, and SDPA under it took
-    1.6× as long as the unmasked image blocks (1.05 against 0.65 s per layer on a 2-core CPU)."""
+    see the keys up to themselves. A [L, L] bool mask at 1024 px is 67 M entries, and SDPA is much slower
+    under it than over unmasked image blocks."""
 
     spans: list[tuple[int, int]]
     length: int

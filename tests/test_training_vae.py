@@ -31,7 +31,7 @@ def test_scan_pack(pack):
 
 
 def test_build_vae_factor_and_channels():
-    from ditfuse_core.training.vae import build_vae
+    from ditfuse_core.training.vae_trainer import build_vae
     from ditfuse_core.vae import downsample_factor as vae_factor
 
     for f, c in ((2, 4), (4, 16), (8, 8)):
@@ -48,7 +48,7 @@ def test_train_vae_runs_and_saves(pack, tmp_path):
     torch.set_num_threads(1)
     from diffusers import AutoencoderKL
 
-    from ditfuse_core.training.vae import train_vae
+    from ditfuse_core.training.vae_trainer import train_vae
 
     out = tmp_path / "vae"
     s = train_vae(str(out), minutes=None, steps=12, batch=4, size=32, lr=2e-3, f=4, latent=8, base=8, max_ch=16,
@@ -72,7 +72,7 @@ def test_decoder_only_finetune_keeps_the_latent_space(pack, tmp_path):
     torch.set_num_threads(1)
     from diffusers import AutoencoderKL
 
-    from ditfuse_core.training.vae import build_vae, train_vae
+    from ditfuse_core.training.vae_trainer import build_vae, train_vae
 
     vae = build_vae(4, 8, 8, 16)
     vae.register_to_config(scaling_factor=0.77)

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from tools.bundled import constants as recipes
-from tools.bundled.recipe import tiny_transformer_config, zero_unused_embeddings
+from tools.bundled.recipe import trainable_transformer_config, zero_unused_embeddings
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -133,7 +133,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
 
     from ditfuse_core.training.flow import FlowTrainer, TrainConfig
-    from ditfuse_core.training.vae import train_vae
+    from ditfuse_core.training.vae_trainer import train_vae
     from ditfuse_core.vae import downsample_factor
 
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -191,7 +191,7 @@ def main(argv=None):
         init = average_init.config(latent_channels=vae.config.latent_channels, patch_size=16 // f,
                                    layers=a.layers, intermediate=a.intermediate)
     else:
-        init = tiny_transformer_config(latent_channels=vae.config.latent_channels, vae_factor=f,
+        init = trainable_transformer_config(latent_channels=vae.config.latent_channels, vae_factor=f,
                                                hidden=a.hidden, layers=a.layers, intermediate=a.intermediate)
     sizes = [int(s) for s in a.sizes.split(",")] if a.sizes else kind["sizes"]
     mix = json.loads(a.mix) if a.mix else recipes.TINY_MIX

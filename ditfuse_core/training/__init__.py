@@ -2,7 +2,7 @@
 
 Needs the ``train`` extra (``pip install -e '.[train]'``: accelerate). Entry points:
 
-* ``python -m ditfuse_core.training.vae``   – train a small ``AutoencoderKL``
+* ``python -m ditfuse_core.training.vae_trainer``   – train a small ``AutoencoderKL``
 * ``python -m ditfuse_core.training.flow``  – flow-matching training of the transformer (full or LoRA),
   also under ``accelerate launch`` for multi-GPU / multi-node
 * ``python -m ditfuse_core.training.m3``    – M3 samples as OmniGen JSONL + PNGs

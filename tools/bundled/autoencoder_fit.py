@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ditfuse_core.linear_autoencoder import LinearAutoencoder
 from ditfuse_core.training.data import ImageCrops
-from ditfuse_core.training.vae import eval_images, eval_psnr
+from ditfuse_core.training.vae_trainer import eval_images, eval_psnr
 
 
 @torch.no_grad()

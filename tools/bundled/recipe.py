@@ -4,7 +4,7 @@ from __future__ import annotations
 from .constants import TOKEN_PX
 
 
-def tiny_transformer_config(latent_channels: int = 16, vae_factor: int = 4, hidden: int = 256, layers: int = 6,
+def trainable_transformer_config(latent_channels: int = 16, vae_factor: int = 4, hidden: int = 256, layers: int = 6,
                             head_dim: int = 64, intermediate: int = 768, pos_embed_max_size: int = 64) -> dict:
     """OmniGen architecture at a small size. Patch size p = 16 / vae_factor. Plain RoPE (all factors 1);
     original_max_position_embeddings 4096 keeps a 512×512 pair (~3.2k tokens) on the short factors, like

@@ -1,6 +1,6 @@
 """Train a small diffusers ``AutoencoderKL`` for the bundled model (the pipeline's VAE code runs it unchanged).
 
-    python -m ditfuse_core.training.vae --out runs/vae --minutes 30 [--data .devdata/pack] [--f 4 --latent 8]
+    python -m ditfuse_core.training.vae_trainer --out runs/vae --minutes 30 [--data .devdata/pack] [--f 4 --latent 8]
 
 Downsample factor ``f`` = 2 ** (len(channels) - 1). The transformer's patch size p must satisfy f·p = 16
 (one token per 16×16 px). After training, ``scaling_factor`` is set to 1 / std of the (sampled) latents so
@@ -259,7 +259,7 @@ def main(argv=None):
         init = AutoencoderKL.from_pretrained(a.init, torch_dtype=torch.float32)
         # provenance for the model card: what this VAE was fine-tuned from, and how
         log = Path(a.init) / "train_log.json"
-        record = {"command": "python -m ditfuse_core.training.vae " + " ".join(sys.argv[1:] if argv is None else argv),
+        record = {"command": "python -m ditfuse_core.training.vae_trainer " + " ".join(sys.argv[1:] if argv is None else argv),
                   "init": {k: v for k, v in json.loads(log.read_text()).items() if k != "log"} if log.exists() else {}}
     elif a.decoder_only:
         raise SystemExit("--decoder-only needs --init")
