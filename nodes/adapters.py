@@ -6,7 +6,7 @@ Model folder layout (ComfyUI's `models/ditfuse`, plus any `ditfuse:` path of ext
     models/ditfuse/<name>/            a model: original OmniGen-v1 folder (config.json + model.safetensors
                                       [+ vae/]) or a diffusers folder (model_index.json, transformer/, vae/)
     models/ditfuse/<group>/<name>/    the same one level deeper (e.g. models/ditfuse/Shitao/OmniGen-v1)
-    models/ditfuse/loras/<file>       a LoRA file (.safetensors/.bin/.pt/.pth)
+    models/ditfuse/loras/<file>       a LoRA file (.safetensors; pickled .bin/.pt files are never loaded)
     models/ditfuse/loras/<folder>/    a LoRA folder (e.g. adapter_config.json + adapter_model.safetensors)
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ditfuse_core import examples, prompts
 FOLDER_KEY = "ditfuse"
 LORA_SUBDIR = "loras"
 NO_LORA = "none"
-LORA_EXTS = (".safetensors", ".bin", ".pt", ".pth", ".sft")
+LORA_EXTS = (".safetensors", ".sft")
 TASKS = prompts.FUSION_TASKS
 ADJUSTMENTS = prompts.ADJUSTMENTS
 DTYPES = ("auto", "fp32", "bf16", "fp16")
@@ -54,7 +54,7 @@ def is_model_folder(p: Path) -> bool:
         return False
     if (p / "model_index.json").is_file():
         return True  # diffusers
-    if (p / "config.json").is_file() and (any(p.glob("*.safetensors")) or any(p.glob("*.bin"))):
+    if (p / "config.json").is_file() and any(p.glob("*.safetensors")):
         return True  # original OmniGen-v1
     if (p / "transformer").is_dir() and (p / "vae").is_dir():
         return True
@@ -78,10 +78,13 @@ def list_models(roots: list[str | os.PathLike]) -> list[str]:
         for child in sorted(root.iterdir()):
             if child.name == LORA_SUBDIR or child.name.startswith("."):
                 continue
+            if inside(root, child.name) is None:  # a link out of the folder
+                continue
             if is_model_folder(child):
                 found.append(child.name)
             elif child.is_dir():
-                found += [f"{child.name}/{g.name}" for g in sorted(child.iterdir()) if is_model_folder(g)]
+                found += [f"{child.name}/{g.name}" for g in sorted(child.iterdir())
+                          if is_model_folder(g) and inside(root, f"{child.name}/{g.name}") is not None]
     out = [bundled_choice()]
     for name in found:
         if name not in out:
@@ -96,9 +99,22 @@ def list_loras(roots: list[str | os.PathLike]) -> list[str]:
         if not base.is_dir():
             continue
         for child in sorted(base.iterdir()):
-            if not child.name.startswith(".") and _is_lora(child) and child.name not in out:
+            if (not child.name.startswith(".") and _is_lora(child) and child.name not in out
+                    and inside(base, child.name) is not None):
                 out.append(child.name)
     return out
+
+
+def inside(root: str | os.PathLike, name: str) -> Path | None:
+    """`root/name` when `name` is a listed-style relative name that stays inside `root` (symlinks resolved),
+    else None: a node input never reaches a file outside the registered folders (absolute paths, `..`, links
+    out). The CLI takes any path; it is the user's own shell."""
+    parts = str(name).replace("\\", "/").split("/")
+    if not name or Path(name).is_absolute() or any(p in ("", ".", "..") for p in parts) or ":" in parts[0]:
+        return None
+    base = Path(root).resolve()
+    p = (base / Path(*parts)).resolve()
+    return p if p.is_relative_to(base) else None
 
 
 def resolve_model(name: str, roots) -> Path | None:
@@ -106,8 +122,8 @@ def resolve_model(name: str, roots) -> Path | None:
     if name == bundled_choice():
         return None
     for root in roots:
-        p = Path(root) / name
-        if is_model_folder(p):
+        p = inside(root, name)
+        if p is not None and is_model_folder(p):
             return p
     raise FileNotFoundError(model_missing_message(name, roots))
 
@@ -116,8 +132,8 @@ def resolve_lora(name: str, roots) -> Path | None:
     if not name or name == NO_LORA:
         return None
     for root in roots:
-        p = Path(root) / LORA_SUBDIR / name
-        if p.exists() and _is_lora(p):
+        p = inside(Path(root) / LORA_SUBDIR, name)
+        if p is not None and p.exists() and _is_lora(p):
             return p
     raise FileNotFoundError(lora_missing_message(name, roots))
 

@@ -202,6 +202,11 @@ def test_missing_model_fails_validation_with_our_message():
     prompt["1"] = loader(lora="missing_lora.safetensors")
     valid, err, outputs, node_errors = C.validate(prompt)
     assert not valid and "DiTFuse LoRA 'missing_lora.safetensors' was not found" in json.dumps(node_errors)
+    for model, lora in (("/etc", "none"), ("../../ComfyUI", "none"), (BUNDLED, "/etc/passwd"),
+                        (BUNDLED, "../../../../etc/hostname")):  # never outside the registered folders
+        prompt["1"] = loader(model=model, lora=lora)
+        valid, err, outputs, node_errors = C.validate(prompt)
+        assert not valid and "was not found" in json.dumps(node_errors), (model, lora)
 
 
 def test_shipped_workflows_follow_the_model_the_loader_picks(monkeypatch):

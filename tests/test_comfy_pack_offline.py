@@ -82,6 +82,31 @@ def test_model_and_lora_discovery(tmp_path):
         A.resolve_lora("nope.safetensors", [r1])
 
 
+def test_model_and_lora_names_never_leave_the_registered_folders(tmp_path):
+    """A node's model / lora value resolves only inside models/ditfuse (and its loras/): absolute paths, `..`
+    and symlinks out are refused like a missing name; pickled LoRA files are not listed."""
+    root, outside = tmp_path / "models" / "ditfuse", tmp_path / "elsewhere"
+    _model(outside, "secret-model", "original")
+    (outside / "secret.safetensors").write_bytes(b"")
+    (root / "loras").mkdir(parents=True)
+    (root / "loras" / "ok.safetensors").write_bytes(b"")
+    (root / "loras" / "pickled.bin").write_bytes(b"")
+    (root / "linked-out").symlink_to(outside / "secret-model", target_is_directory=True)
+    (root / "loras" / "linked.safetensors").symlink_to(outside / "secret.safetensors")
+    assert A.is_model_folder(outside / "secret-model")
+    for name in (str(outside / "secret-model"), "../elsewhere/secret-model", "../../elsewhere/secret-model",
+                 "linked-out", "./linked-out", "a/../../elsewhere/secret-model", ""):
+        with pytest.raises(FileNotFoundError, match="was not found"):
+            A.resolve_model(name, [root])
+    for name in (str(outside / "secret.safetensors"), "../../elsewhere/secret.safetensors", "linked.safetensors",
+                 "pickled.bin"):
+        with pytest.raises(FileNotFoundError, match="was not found"):
+            A.resolve_lora(name, [root])
+    assert A.resolve_lora("ok.safetensors", [root]) == (root / "loras" / "ok.safetensors").resolve()
+    assert A.list_loras([root]) == ["none", "ok.safetensors"]
+    assert "linked-out" not in A.list_models([root])
+
+
 def test_bundled_model_choice_points_at_a_model():
     assert A.bundled_model_path().is_dir()
     assert A.bundled_choice().startswith(A.bundled_model_path().name)
