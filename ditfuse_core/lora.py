@@ -7,6 +7,7 @@ share A gives exactly the same ΔW per projection. `o_proj` becomes `to_out.0`.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -68,6 +69,7 @@ def to_diffusers_naming(weights: dict[str, torch.Tensor], kv_dim: int | None = N
 
 def load_lora(model, path: str | Path, strength: float = 1.0, adapter_name: str = ADAPTER) -> str:
     """Attach an adapter (DiTFuse or diffusers naming) to the transformer; returns its name."""
+    _check_strength(strength)
     weights, cfg = _read(Path(path))
     kv_dim = model.config.num_key_value_heads * (model.config.hidden_size // model.config.num_attention_heads)
     state = to_diffusers_naming(weights, kv_dim)
@@ -94,6 +96,7 @@ def lora_layers(model):
 
 def set_strength(model, strength: float, adapter_name: str = ADAPTER) -> None:
     """Scale ΔW to strength·(alpha/r)·B·A without reloading (not while merged)."""
+    _check_strength(strength)
     for m in lora_layers(model):
         if adapter_name in m.scaling:
             if m.merged:
@@ -140,3 +143,8 @@ def save_lora(model, folder: str | Path, adapter_name: str = ADAPTER) -> Path:
            "target_modules": sorted({k.split("self_attn.")[1].rsplit(".lora_", 1)[0] for k in state})}
     (folder / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
     return folder
+
+
+def _check_strength(strength: float) -> None:
+    if not math.isfinite(float(strength)):
+        raise ValueError(f"LoRA strength must be a finite number, got {strength}")

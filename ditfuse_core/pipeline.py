@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from .tokenizer import load_tokenizer
 log = logging.getLogger(__name__)
 
 BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "ditfuse-tiny"
+MAX_STEPS = 1000
 AUTHORS_DEFAULTS = {"steps": 50, "cfg": 2.0, "img_cfg": 1.6, "max_side": 1024}
 
 
@@ -206,9 +208,12 @@ class DiTFusePipeline:
         """Sampling settings with "model default" resolved: steps None or 0, cfg / img_cfg None or negative
         take the model folder's own (ditfuse.json; OmniGen-v1 + DiTFuse: the authors' 50 / 2.0 / 1.6). The one
         rule for the library, the CLI and the nodes."""
+        for name, v in (("cfg", cfg), ("img_cfg", img_cfg)):
+            if v is not None and not math.isfinite(float(v)):
+                raise ValueError(f"{name} must be a finite number (negative: the model's default), got {v}")
         steps = self.defaults["steps"] if steps is None or int(steps) == 0 else int(steps)
-        if steps < 0:
-            raise ValueError(f"steps must be ≥ 1 (0: the model's default), got {steps}")
+        if not 1 <= steps <= MAX_STEPS:
+            raise ValueError(f"steps must be 1 … {MAX_STEPS} (0: the model's default), got {steps}")
         cfg = self.defaults["cfg"] if cfg is None or cfg < 0 else cfg
         img_cfg = self.defaults["img_cfg"] if img_cfg is None or img_cfg < 0 else img_cfg
         return {"steps": int(steps), "cfg": float(cfg), "img_cfg": float(img_cfg)}

@@ -89,6 +89,9 @@ def sample(model, branches: list[Branches], noise: torch.Tensor, steps: int, cfg
         for r, (i, name) in enumerate(rows):
             v[i] += weights[name] * vel[r]
         x = x + (grid[s + 1] - grid[s]).item() * v
+        if not torch.isfinite(x).all():  # fail here rather than decode a black image reported as success
+            raise FloatingPointError(f"sampling produced NaN/inf at step {s + 1} of {steps} (guidance {cfg}/"
+                                     f"{img_cfg}; try fp32 or other guidance values)")
         if progress is not None:
             progress(s + 1, steps)
     return x

@@ -268,6 +268,27 @@ def test_sampling_defaults_follow_the_model(pipe):
     assert seen == [d["steps"]] * d["steps"]
 
 
+def test_non_finite_settings_fail_before_any_work(pipe):
+    """NaN passes ComfyUI's min/max check and gave an all-black image reported as success."""
+    a, b = _img(32, 32, 1), _img(32, 32, 2)
+    for kw, what in ((dict(cfg=float("nan")), "cfg"), (dict(img_cfg=float("inf")), "img_cfg"),
+                     (dict(steps=1001), "steps"), (dict(steps=-3), "steps")):
+        with pytest.raises(ValueError, match=what):
+            pipe.fuse(a, b, max_side=32, **kw)
+    with pytest.raises(ValueError, match="LoRA strength must be a finite number"):
+        pipe.set_lora_strength(float("nan"))
+
+
+def test_sampler_stops_at_the_first_non_finite_step(pipe):
+    saved = pipe.transformer.proj_out.bias.data.clone()
+    try:
+        pipe.transformer.proj_out.bias.data.fill_(float("nan"))
+        with pytest.raises(FloatingPointError, match="NaN/inf at step 1 of 2"):
+            pipe.fuse(_img(32, 32, 1), _img(32, 32, 2), steps=2, max_side=32)
+    finally:
+        pipe.transformer.proj_out.bias.data.copy_(saved)
+
+
 def test_cli_fuses_and_writes_a_png(model_dir, tmp_path):
     _img(100, 60, 7).save(tmp_path / "vis.png")
     _img(100, 60, 8, gray=True).save(tmp_path / "ir.png")
