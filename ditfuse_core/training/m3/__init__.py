@@ -24,8 +24,8 @@ from .degradations import (BLOCK_SIZES, BLUR_KERNELS, CONTRAST_GAIN, CONTROL_KIN
                            exposure_pair, focus_pair, infrared_like, ivif_pair, m3_pair, random_blur, random_pixels,
                            seg_overlay)
 from .generator import DEFAULT_MIX, IVIF_GRAY, M3Generator, Sample, random_crop, write_jsonl
-from .instructions import (CLASS_WORDS, MSRC_CLASSES, SEG_EXTRAS, control_instruction, fusion_instruction,
-                           pick_requirement, seg_instruction)
+from .instructions import (CLASS_WORDS, MSRC_CLASSES, SEG_EXTRAS, fusion_instruction,
+                           pick_requirement)
 from .sources import Source, data_root, load_gray, load_rgb, scan_sources
 
 __all__ = [
@@ -33,6 +33,6 @@ __all__ = [
     "SEG_COLOR", "Block", "add_noise", "blur", "control_target", "degrade_region", "exposure_pair", "focus_pair",
     "infrared_like", "ivif_pair", "m3_pair", "random_blur", "random_pixels", "seg_overlay", "DEFAULT_MIX",
     "IVIF_GRAY", "M3Generator", "Sample", "random_crop", "write_jsonl", "CLASS_WORDS", "MSRC_CLASSES", "SEG_EXTRAS",
-    "control_instruction", "fusion_instruction", "pick_requirement", "seg_instruction", "Source", "data_root",
+    "fusion_instruction", "pick_requirement", "Source", "data_root",
     "load_gray", "load_rgb", "scan_sources"
 ]

@@ -12,8 +12,8 @@ import numpy as np
 
 from .degradations import (CONTROL_KINDS, _luma, _u8, control_target, exposure_pair, focus_pair, ivif_pair,
                            m3_pair, seg_overlay)
-from .instructions import CLASS_WORDS, MSRC_CLASSES, SEG_EXTRAS, control_instruction, fusion_instruction, \
-    pick_requirement, seg_instruction
+from ... import prompts
+from .instructions import CLASS_WORDS, MSRC_CLASSES, SEG_EXTRAS, fusion_instruction, pick_requirement
 from .sources import Source, load_gray, load_rgb, scan_sources
 
 
@@ -118,14 +118,14 @@ class M3Generator:
             mask = c_lab == cid
             extra = SEG_EXTRAS[int(rng.integers(len(SEG_EXTRAS)))]
             a, b, _ = m3_pair(c_img, rng)  # the authors' layout: fuse an M3 pair and segment
-            return Sample("seg", seg_instruction(word, extra), [a, b], seg_overlay(c_img, mask),
+            return Sample("seg", prompts.segmentation_prompt(word, extra), [a, b], seg_overlay(c_img, mask),
                           {"class": word, "class_id": cid, "source": self.sources[src].image})
         clean, c_lab, c_ir = random_crop(img, lab, ir, self.size, rng)
         info = {"source": self.sources[src].image}
         if task == "control":
             kind = CONTROL_KINDS[int(rng.integers(len(CONTROL_KINDS)))]
             a, b, _ = m3_pair(clean, rng)  # the authors' layout: fuse an M3 pair and adjust
-            return Sample("control", control_instruction(kind, pick_requirement(kind, rng)), [a, b],
+            return Sample("control", prompts.control_prompt(kind, pick_requirement(kind, rng)), [a, b],
                           control_target(clean, kind), {**info, "kind": kind})
         if task == "m3":
             both = rng.random() < self.both_prob

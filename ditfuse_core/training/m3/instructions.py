@@ -22,14 +22,6 @@ def fusion_instruction(task: str, requirement: str = "") -> str:
     return prompts.fusion_prompt("generic" if task == "m3" else task, requirement)
 
 
-def control_instruction(kind: str, requirement: str = "") -> str:
-    return prompts.control_prompt(kind, requirement)
-
-
-def seg_instruction(class_word: str, extra: str = "") -> str:
-    return prompts.segmentation_prompt(class_word, extra)
-
-
 def pick_requirement(task: str, rng: np.random.Generator, p_default: float = 0.5) -> str:
     """Half the time "" (the standard prompt, what the model sees by default), else one of the task's presets.
     Control samples always take the standard prompt (the authors give one wording per level)."""

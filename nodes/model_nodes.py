@@ -1,0 +1,120 @@
+"""The model: its folder (models/ditfuse via folder_paths), the object ComfyUI's memory manager loads, and
+the Model Loader node."""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import folder_paths
+from comfy_api.latest import io
+
+from . import adapters as A
+from .common import CATEGORY, DiTFuseModelType
+
+log = logging.getLogger("ditfuse")
+
+
+# ---- model folder ----------------------------------------------------------------------------------------
+def register_model_folder() -> None:
+    """models/ditfuse under ComfyUI's models dir, added (never assigned: that would drop the user's
+    extra_model_paths.yaml `ditfuse:` entries)."""
+    folder_paths.add_model_folder_path(A.FOLDER_KEY, os.path.join(folder_paths.models_dir, A.FOLDER_KEY),
+                                       is_default=True)
+
+
+def model_roots() -> list[str]:
+    try:
+        return folder_paths.get_folder_paths(A.FOLDER_KEY)
+    except KeyError:
+        return []
+
+
+# ---- the model object -------------------------------------------------------------------------------------
+class DiTFuseModule(torch.nn.Module):
+    """Transformer + VAE as one nn.Module, so ComfyUI's ModelPatcher can move and account for it."""
+
+    def __init__(self, pipe):
+        super().__init__()
+        self.transformer = pipe.transformer
+        self.vae = pipe.vae
+
+    def get_dtype(self):
+        return self.transformer.dtype
+
+
+class DiTFuseModel:
+    """DITFUSE_MODEL: the pipeline plus its ModelPatcher. Call .pipeline() before use: it asks ComfyUI's
+    memory manager to load the weights on its device (and lets it offload them later)."""
+
+    def __init__(self, pipe, patcher, info: dict):
+        self.pipe = pipe
+        self.patcher = patcher
+        self.info = info
+
+    def pipeline(self):
+        mm.load_models_gpu([self.patcher], force_full_load=True)
+        return self.pipe
+
+    def __repr__(self):
+        return f"DiTFuseModel({self.info})"
+
+
+class DiTFuseModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        roots = model_roots()
+        return io.Schema(
+            node_id="DiTFuseModelLoader",
+            display_name="DiTFuse Model Loader",
+            category=CATEGORY,
+            description="Loads an OmniGen-v1 model (original or diffusers folder in models/ditfuse, or the bundled "
+                        "tiny model) with an optional DiTFuse LoRA.",
+            inputs=[
+                io.Combo.Input("model", options=A.list_models(roots), default=A.bundled_choice(),
+                               tooltip="A model folder in models/ditfuse (original OmniGen-v1 or diffusers format)."),
+                io.Combo.Input("lora", options=A.list_loras(roots), default=A.NO_LORA,
+                               tooltip="A DiTFuse LoRA file or folder in models/ditfuse/loras."),
+                io.Float.Input("lora_strength", default=1.0, min=-4.0, max=4.0, step=0.05),
+                io.Combo.Input("dtype", options=list(A.DTYPES), default="auto",
+                               tooltip="auto: the precision the model's ditfuse.json asks for (the bundled model: fp32), else "
+                                       "bf16 on GPUs that support it, fp16 on other accelerators, fp32 on CPU "
+                                       "(a KL VAE in bf16 where the CPU has it natively: ~2× faster; the bundled model's linear "
+                                       "autoencoder always in fp32)."),
+                io.Boolean.Input("offload", default=True,
+                                 tooltip="Let ComfyUI move the model off the GPU when other models need the memory."),
+            ],
+            outputs=[DiTFuseModelType.Output("DITFUSE_MODEL")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, model, lora):
+        roots = model_roots()
+        try:
+            A.resolve_model(model, roots)
+            A.resolve_lora(lora, roots)
+        except FileNotFoundError as e:
+            return str(e)
+        return True
+
+    @classmethod
+    def execute(cls, model, lora, lora_strength, dtype, offload) -> io.NodeOutput:
+        from ditfuse_core.pipeline import DiTFusePipeline, resolve_dtypes
+
+        roots = model_roots()
+        folder = A.resolve_model(model, roots)
+        lora_path = A.resolve_lora(lora, roots)
+        load_device = mm.get_torch_device()
+        offload_device = mm.unet_offload_device() if offload else load_device
+        dt, vae_dt = resolve_dtypes(folder, load_device, dtype)
+        pipe = DiTFusePipeline.from_pretrained(model=folder, lora=lora_path, lora_strength=lora_strength,
+                                               device=offload_device, dtype=dt, vae_dtype=vae_dt)
+        patcher = comfy.model_patcher.ModelPatcher(DiTFuseModule(pipe), load_device=load_device,
+                                                   offload_device=offload_device)
+        info = {"model": model, "lora": lora, "lora_strength": lora_strength, "dtype": str(dt), "vae_dtype": str(vae_dt),
+                "load_device": str(load_device), "offload_device": str(offload_device)}
+        log.info("DiTFuse: loaded %s", info)
+        return io.NodeOutput(DiTFuseModel(pipe, patcher, info))
