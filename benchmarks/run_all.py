@@ -7,7 +7,7 @@ The real-size benchmark runs as its small CPU check here; on a GPU run ``bash be
 import subprocess
 import sys
 
-RUNS = [["bench_engine"], ["bench_fuse_speed"], ["bench_metrics"],
+RUNS = [["bench_engine"], ["bench_fuse_speed"], ["bench_metrics"], ["bench_server_queue"],
         ["bench_real_size_gpu", "--small", "--device", "cpu", "--out", "/tmp/ditfuse-real-size-small"]]
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from . import checkpoint, images as imgs, lora as lora_mod, prompts, sampler, vae as vae_mod
+from . import checkpoint, image_input, images as imgs, lora as lora_mod, prompts, sampler, validation, vae as vae_mod
 from .devices import resolve_device, resolve_model_dtype, resolve_vae_dtype
 from .sequence import build_branch
 from .tokenizer import load_tokenizer
@@ -18,7 +17,7 @@ from .tokenizer import load_tokenizer
 log = logging.getLogger(__name__)
 
 BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "ditfuse-tiny"
-MAX_STEPS = 1000
+MAX_STEPS = validation.MAX_STEPS
 AUTHORS_DEFAULTS = {"steps": 50, "cfg": 2.0, "img_cfg": 1.6, "max_side": 1024}
 
 
@@ -123,6 +122,7 @@ class DiTFusePipeline:
         1's longest side, never above the position table. Without max_side (None or 0) both come from the
         model's defaults (the bundled model's "min_scale" 2: its linear autoencoder is nearly lossless only on
         enlarged copies); an explicit max_side is taken as asked, with min_scale only if given too."""
+        validation.check_sampling(max_side=max_side, min_scale=min_scale)
         if min_scale is None and not max_side:
             min_scale = self.defaults.get("min_scale")
         side = min(int(max_side or self.defaults["max_side"]), self.largest_side)
@@ -130,11 +130,22 @@ class DiTFusePipeline:
             side = max(side, min(int(float(min_scale) * max(size)), self.largest_side))
         return side
 
-    def preprocess(self, images, max_side: int | None = None, min_scale: float | None = None):
-        """Images → (list of [1,3,h,w] in [-1,1], list of original (W,H)); all at one working side."""
-        pils = imgs.to_pil_list(images)
+    def preprocess(self, images, max_side: int | None = None, min_scale: float | None = None, same_size=False):
+        """Images → (list of [1,3,h,w] in [-1,1], list of original (W,H)), all at one working side.
+
+        same_size (the images of one sample): every image goes to the first one's working size, so their tokens
+        line up; a warning names both sizes when the aspect ratios differ (the second image is then
+        stretched to the first one's frame) — not when one is a scaled copy of the other (IR / visible at two
+        resolutions is usual)."""
+        pils = image_input.to_pil_list(images)
         side = self.working_side(pils[0].size, max_side, min_scale)
-        return [imgs.prepare(p, side, self.token_pixels) for p in pils], [p.size for p in pils]
+        size = imgs.prepared_size(pils[0].size, side, self.token_pixels) if same_size else None
+        for k, p in enumerate(pils[1:] if same_size else [], start=2):
+            (w1, h1), (w, h) = pils[0].size, p.size
+            if abs(w * h1 - w1 * h) > 0.01 * w1 * h:
+                log.warning("image %d is %d×%d but image 1 is %d×%d: image %d is resized to image 1's frame "
+                            "(aspect ratio changed); crop or pad the inputs to line them up", k, w, h, w1, h1, k)
+        return [imgs.prepare(p, side, self.token_pixels, size) for p in pils], [p.size for p in pils]
 
     def encode(self, pixels: torch.Tensor, seed: int | None = 0, sample: bool = True) -> torch.Tensor:
         return vae_mod.encode(self.vae, pixels, seed, sample)
@@ -155,10 +166,10 @@ class DiTFusePipeline:
         if n_tags != len(images):
             raise ValueError(f"the instruction names {n_tags} images but {len(images)} were given")
         n = batch_size({f"image_{k + 1}": im for k, im in enumerate(images)}) if images else 1
-        groups = [imgs.to_pil_list(x) for x in images]
+        groups = [image_input.to_pil_list(x) for x in images]
         pixels, sizes = [], []
         for i in range(n):
-            pix, sz = self.preprocess([g[min(i, len(g) - 1)] for g in groups], max_side, min_scale)
+            pix, sz = self.preprocess([g[min(i, len(g) - 1)] for g in groups], max_side, min_scale, same_size=True)
             pixels.append(pix)
             sizes.append(sz[0] if sz else None)
         return Conditioning(prompt, pixels, sizes)
@@ -208,12 +219,8 @@ class DiTFusePipeline:
         """Sampling settings with "model default" resolved: steps None or 0, cfg / img_cfg None or negative
         take the model folder's own (ditfuse.json; OmniGen-v1 + DiTFuse: the authors' 50 / 2.0 / 1.6). The one
         rule for the library, the CLI and the nodes."""
-        for name, v in (("cfg", cfg), ("img_cfg", img_cfg)):
-            if v is not None and not math.isfinite(float(v)):
-                raise ValueError(f"{name} must be a finite number (negative: the model's default), got {v}")
+        validation.check_sampling(steps=steps, cfg=cfg, img_cfg=img_cfg)
         steps = self.defaults["steps"] if steps is None or int(steps) == 0 else int(steps)
-        if not 1 <= steps <= MAX_STEPS:
-            raise ValueError(f"steps must be 1 … {MAX_STEPS} (0: the model's default), got {steps}")
         cfg = self.defaults["cfg"] if cfg is None or cfg < 0 else cfg
         img_cfg = self.defaults["img_cfg"] if img_cfg is None or img_cfg < 0 else img_cfg
         return {"steps": int(steps), "cfg": float(cfg), "img_cfg": float(img_cfg)}
@@ -243,6 +250,7 @@ class DiTFusePipeline:
         each entry is a single image or a batch (PIL list or [B,H,W,C] tensor). Batches of 1 broadcast.
         Returns a list of PIL images (PIL input) or a [B,H,W,3] tensor (tensor input), at image 1's
         original size."""
+        self.sampling(steps, cfg, img_cfg)  # refuse bad values before any image work
         as_tensor = any(isinstance(x, torch.Tensor) for x in images)
         cond = self.conditioning(instruction, images, max_side, min_scale)
         latents = self.sample_conditioning(cond, seed=seed, steps=steps, cfg=cfg, img_cfg=img_cfg,
@@ -310,8 +318,8 @@ class DiTFusePipeline:
         overlay = self.generate(prompts.segmentation_prompt(class_name, instruction), images, seed=seed,
                                 steps=steps, cfg=cfg, img_cfg=img_cfg, max_side=max_side, min_scale=min_scale,
                                 progress=progress)
-        outs = imgs.to_pil_list(overlay)
-        firsts, seconds = (imgs.to_pil_list(x) for x in images)
+        outs = image_input.to_pil_list(overlay)
+        firsts, seconds = (image_input.to_pil_list(x) for x in images)
         masks = []
         for i, out in enumerate(outs):
             a, b = firsts[min(i, len(firsts) - 1)], seconds[min(i, len(seconds) - 1)]

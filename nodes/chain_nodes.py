@@ -10,7 +10,7 @@ from ditfuse_core import prompts
 
 from . import adapters as A
 from .common import (CATEGORY, DiTFuseConditioningType, DiTFuseModelType, MAX_SIDE, SAMPLING_INPUTS, interrupt_check,
-                     progress_bar)
+                     progress_bar, validate)
 
 
 class DiTFuseEncode(io.ComfyNode):
@@ -31,6 +31,10 @@ class DiTFuseEncode(io.ComfyNode):
             ],
             outputs=[io.Latent.Output("LATENT")],
         )
+
+    @classmethod
+    def validate_inputs(cls, max_side=None):
+        return validate(max_side=max_side)
 
     @classmethod
     def execute(cls, model, image, max_side, seed):
@@ -66,6 +70,10 @@ class DiTFuseCondition(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, task=None, max_side=None):
+        return validate({"task": (task, [*A.TASKS, "custom"])}, max_side=max_side)
+
+    @classmethod
     def execute(cls, model, image_1, task, instruction, max_side, image_2=None):
         prompt = instruction if task == "custom" else prompts.fusion_prompt(task, instruction)
         images = [image_1, image_2]
@@ -98,6 +106,10 @@ class DiTFuseSampler(io.ComfyNode):
             ],
             outputs=[io.Latent.Output("LATENT")],
         )
+
+    @classmethod
+    def validate_inputs(cls, steps=None, cfg=None, img_cfg=None):
+        return validate(steps=steps, cfg=cfg, img_cfg=img_cfg)
 
     @classmethod
     def execute(cls, model, conditioning, seed, steps, cfg, img_cfg, latent=None):

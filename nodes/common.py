@@ -38,6 +38,23 @@ def check_pair(image_1, image_2) -> int:
     return batch_size({"image_1": image_1, "image_2": image_2})
 
 
+def validate(combos: dict | None = None, **values) -> bool | str:
+    """A node's validate_inputs answer from the core's checks (ditfuse_core.validation): True, or the message
+    ComfyUI shows at submit. Needed because ComfyUI 0.3.75 does not check V3 combo values, NaN passes its min/max
+    check, and an input named in validate_inputs loses ComfyUI's own min/max check. `combos`: {name: (value,
+    options)}; None values (linked inputs, not known before the run) are skipped."""
+    from ditfuse_core import validation as V
+
+    try:
+        for name, (value, options) in (combos or {}).items():
+            if value is not None:
+                V.check_choice(name, value, list(options))
+        V.check_sampling(**values)
+    except V.UserError as e:
+        return str(e)
+    return True
+
+
 def interrupt_check():
     mm.throw_exception_if_processing_interrupted()
 

@@ -13,7 +13,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from . import adapters as A
-from .common import CATEGORY, DiTFuseModelType
+from .common import CATEGORY, DiTFuseModelType, validate
 
 log = logging.getLogger("ditfuse")
 
@@ -91,14 +91,16 @@ class DiTFuseModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, model, lora):
+    def validate_inputs(cls, model=None, lora=None, dtype=None, lora_strength=None):
         roots = model_roots()
         try:
-            A.resolve_model(model, roots)
-            A.resolve_lora(lora, roots)
+            if model is not None:
+                A.resolve_model(model, roots)
+            if lora is not None:
+                A.resolve_lora(lora, roots)
         except FileNotFoundError as e:
             return str(e)
-        return True
+        return validate({"dtype": (dtype, A.DTYPES)}, lora_strength=lora_strength)
 
     @classmethod
     def execute(cls, model, lora, lora_strength, dtype, offload) -> io.NodeOutput:

@@ -8,7 +8,7 @@ from ditfuse_core import prompts
 
 from . import adapters as A
 from .common import (CATEGORY, DiTFuseModelType, IMAGE_1_TIP, IMAGE_2_TIP, INSTRUCTION_TIP, MAX_SIDE, PAIR_TIP,
-                     SAMPLING_INPUTS, check_pair, progress_bar)
+                     SAMPLING_INPUTS, check_pair, progress_bar, validate)
 
 
 class DiTFuseFuse(io.ComfyNode):
@@ -34,6 +34,10 @@ class DiTFuseFuse(io.ComfyNode):
             ],
             outputs=[io.Image.Output("IMAGE")],
         )
+
+    @classmethod
+    def validate_inputs(cls, task=None, steps=None, cfg=None, img_cfg=None, max_side=None):
+        return validate({"task": (task, A.TASKS)}, steps=steps, cfg=cfg, img_cfg=img_cfg, max_side=max_side)
 
     @classmethod
     def execute(cls, model, image_1, image_2, task, instruction, seed, steps, cfg, img_cfg, max_side):
@@ -71,6 +75,11 @@ class DiTFuseControl(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, adjustment=None, steps=None, cfg=None, img_cfg=None, max_side=None):
+        return validate({"adjustment": (adjustment, A.ADJUSTMENTS)}, steps=steps, cfg=cfg, img_cfg=img_cfg,
+                        max_side=max_side)
+
+    @classmethod
     def execute(cls, model, image_1, adjustment, instruction, seed, steps, cfg, img_cfg, max_side, image_2=None):
         check_pair(image_1, image_2)
         pipe = model.pipeline()
@@ -106,10 +115,10 @@ class DiTFuseSegment(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, class_name):
-        if not str(class_name).strip():
+    def validate_inputs(cls, class_name=None, steps=None, cfg=None, img_cfg=None, max_side=None):
+        if class_name is not None and not str(class_name).strip():
             return "DiTFuse Segment needs a class name (e.g. 'person')."
-        return True
+        return validate(steps=steps, cfg=cfg, img_cfg=img_cfg, max_side=max_side)
 
     @classmethod
     def execute(cls, model, image_1, class_name, instruction, seed, steps, cfg, img_cfg, max_side, image_2=None):

@@ -6,7 +6,10 @@ import json
 from comfy_api.latest import io, ui
 
 from . import adapters as A
-from .common import CATEGORY
+from .common import CATEGORY, validate
+
+
+PAIRS = ("ivif", "mff", "mef")
 
 
 class DiTFuseExamplePair(io.ComfyNode):
@@ -17,9 +20,13 @@ class DiTFuseExamplePair(io.ComfyNode):
             display_name="DiTFuse Example Pair",
             category=CATEGORY,
             description="A bundled example pair (made from scikit-image photos; see example_images/README.md).",
-            inputs=[io.Combo.Input("pair", options=["ivif", "mff", "mef"], default="ivif")],
+            inputs=[io.Combo.Input("pair", options=list(PAIRS), default="ivif")],
             outputs=[io.Image.Output("image_1"), io.Image.Output("image_2")],
         )
+
+    @classmethod
+    def validate_inputs(cls, pair=None):
+        return validate({"pair": (pair, PAIRS)})
 
     @classmethod
     def execute(cls, pair):
