@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import cancel
 from .sequence import Branch
 
 BRANCHES = ("cond", "uncond", "img")
@@ -75,6 +76,7 @@ def sample(model, branches: list[Branches], noise: torch.Tensor, steps: int, cfg
 
     grid = timesteps(steps)
     for s in range(steps):
+        cancel.check()  # also checked between layers and attention chunks (transformer)
         vel = torch.empty(len(rows), *x.shape[1:], device=device, dtype=torch.float32)
         for g, cache in zip(groups, caches):
             xin = torch.stack([x[rows[r][0]] for r in g])

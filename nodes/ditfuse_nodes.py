@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from typing_extensions import override
 
+import comfy.model_management as mm
 from comfy_api.latest import ComfyExtension, io
+
+from ditfuse_core import cancel
 
 from .chain_nodes import DiTFuseCondition, DiTFuseDecode, DiTFuseEncode, DiTFuseSampler
 from .model_nodes import DiTFuseModelLoader, register_model_folder
 from .task_nodes import DiTFuseControl, DiTFuseFuse, DiTFuseSegment
 from .tool_nodes import DiTFuseExamplePair, DiTFuseMetrics
+
+# Cancel between transformer layers, attention chunks and VAE convolutions, not only once per sampling step
+cancel.register(mm.throw_exception_if_processing_interrupted)
 
 NODES = [DiTFuseModelLoader, DiTFuseFuse, DiTFuseControl, DiTFuseSegment, DiTFuseEncode, DiTFuseCondition,
          DiTFuseSampler, DiTFuseDecode, DiTFuseExamplePair, DiTFuseMetrics]
