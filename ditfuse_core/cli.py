@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import examples, output_files, prompts, validation
+from . import examples, output_files, prompts, shards, validation
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 INSTRUCTION_HELP = "replaces the task's standard requirement sentence (presets: ditfuse --help)"
@@ -155,6 +155,8 @@ def output_names(inputs: list[Path]) -> list[str]:
 
 
 def cmd_batch(args) -> int:
+    """Every pair of the folder, or this process's part of them (--shard K/N, or the ranks of accelerate launch /
+    torchrun): outputs already there are skipped, so a re-run after a crash does only what is missing."""
     folder, out_dir = Path(args.folder), Path(args.output)
     pairs = _pairs(folder)
     for d in (folder / "image1", folder / "image2"):
@@ -164,7 +166,10 @@ def cmd_batch(args) -> int:
         raise validation.UserError(f"-o {args.output!r} is a file; batch writes into a folder")
     validation.check_writable_folder(out_dir, "-o")
     _check_values(args)
-    jobs = [(a, b, out_dir / n) for (a, b), n in zip(pairs, output_names([a for a, _ in pairs]))]
+    workers = shards.Workers(shards.parse_shard(args.shard), args.device)
+    args.device = workers.device()
+    # names from the whole listing, so every part and every re-run agrees on them
+    jobs = workers.mine([(a, b, out_dir / n) for (a, b), n in zip(pairs, output_names([a for a, _ in pairs]))])
     todo = [j for j in jobs if args.overwrite or not j[2].exists()]
     skipped, failed, done = len(jobs) - len(todo), [], 0
     good = []
@@ -175,10 +180,12 @@ def cmd_batch(args) -> int:
         except validation.UserError as e:
             failed.append(a.name)
             print(f"ditfuse: skipped {a.name}: {e}", file=sys.stderr)
+    label = workers.label()
     try:
         if good:
             pipe = _load(args)
-            for a, b, out in tqdm(good, desc="pairs", unit="pair", file=sys.stderr):
+            for a, b, out in tqdm(good, desc=" ".join(f"pairs {label}".split()), unit="pair", file=sys.stderr,
+                                  position=workers.rank):
                 try:
                     images = validation.read_images({"image 1": a, "image 2": b})
                     img = pipe.fuse(images["image 1"], images["image 2"], task=args.task,
@@ -191,8 +198,9 @@ def cmd_batch(args) -> int:
                 output_files.save_image(img, out)
                 done += 1
     finally:
-        print(f"ditfuse batch: {done} written, {skipped} already there (skipped), {len(failed)} failed, "
-              f"{len(jobs) - done - skipped - len(failed)} not done; outputs in {out_dir}", file=sys.stderr)
+        print(f"ditfuse batch{' (' + label + ')' if label else ''}: {done} written, {skipped} already there "
+              f"(skipped), {len(failed)} failed, {len(jobs) - done - skipped - len(failed)} not done; outputs in "
+              f"{out_dir}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -271,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--instruction", default="", help=INSTRUCTION_HELP)
     b.add_argument("-o", "--output", required=True, help="output folder (one PNG per pair, named by its stem)")
     b.add_argument("--overwrite", action="store_true", help="redo pairs whose output exists (default: skip them)")
+    b.add_argument("--shard", default=None, metavar="K/N",
+                   help="do only part K of N of the pairs (pair i belongs to part i mod N + 1), for job arrays; "
+                        "under accelerate launch / torchrun the processes split the pairs by themselves")
     _model_args(b)
     b.set_defaults(func=cmd_batch)
 
@@ -315,7 +326,8 @@ def main(argv=None) -> int:
     logging.getLogger("ditfuse_core").addHandler(handler)
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        rc = args.func(args)
+        return rc if isinstance(rc, int) else 0  # eval returns its means
     except KeyboardInterrupt:
         if args.debug:
             raise

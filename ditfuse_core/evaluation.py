@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import baselines
+from . import baselines, output_files, shards
 from .contact_sheet import contact_sheet
 from .metrics import METRICS, compute_metrics, resolve
 from .metrics.report import format_value
+from .validation import UserError
 
 TASKS = ("ivif", "mff", "mef")
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -88,8 +89,13 @@ class _DiTFuse:
         return np.asarray(out[0].convert("RGB"))
 
 
-def run(args) -> dict:
-    """Handler of ``ditfuse eval`` (also callable directly with an argparse-like namespace)."""
+def run(args) -> dict | None:
+    """Handler of ``ditfuse eval`` (also callable directly with an argparse-like namespace). Under ``--shard`` or
+    several launched processes each part scores its pairs; the main process of the launch gathers them and
+    writes the one report (a shard writes its own, of its pairs, in --out/shard-K-of-N/; a plain run over the
+    same --out afterwards reuses every shard's fused images and writes the whole report). Fused images already in ``--out/fused`` are
+    reused (a resumed run only fuses what is missing; ``--overwrite`` redoes them). Returns the means (None on
+    the other ranks)."""
     from tqdm import tqdm
 
     task = args.task
@@ -99,37 +105,58 @@ def run(args) -> dict:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
         if m != "ditfuse" and m not in baselines.METHODS:
-            raise SystemExit(f"unknown method {m!r}; use ditfuse or one of {', '.join(baselines.METHODS)}")
+            raise UserError(f"unknown method {m!r}; use ditfuse or one of {', '.join(baselines.METHODS)}")
     names = resolve(args.metrics, task)
+    workers = shards.Workers(shards.parse_shard(getattr(args, "shard", None)), args.device)
+    args.device = workers.device()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    runners = {m: (_DiTFuse(args) if m == "ditfuse" else None) for m in methods}
-    rows, thumbs = [], []
-    bar = tqdm(total=len(pairs) * len(methods), desc=f"eval {task}", unit="img", disable=args.quiet)
-    for pair in pairs:
+    runners = {}  # the model loads when a pair first needs it (not at all on a resumed, finished run)
+    mine = workers.mine(list(enumerate(pairs)))
+    parts, reused = [], 0
+    bar = tqdm(total=len(mine) * len(methods), desc=" ".join(f"eval {task} {workers.label()}".split()), unit="img",
+               disable=args.quiet)
+    for index, pair in mine:
         img1, img2 = load_image(pair.image1), load_image(pair.image2)
-        row_imgs = [img1, img2]
+        rows, row_imgs = [], [img1, img2]
         for m in methods:
             bar.set_postfix_str(f"{pair.name}/{m}")
-            fused = runners[m](task, img1, img2) if m == "ditfuse" else baselines.fuse(m, img1, img2)
-            if not args.no_save_fused:
-                (out / "fused" / m).mkdir(parents=True, exist_ok=True)
-                Image.fromarray(fused).save(out / "fused" / m / f"{pair.name}.png")
+            saved = out / "fused" / m / f"{pair.name}.png"
+            if saved.is_file() and not getattr(args, "overwrite", False):
+                fused, reused = np.asarray(Image.open(saved)), reused + 1
+            else:
+                if m == "ditfuse" and m not in runners:
+                    runners[m] = _DiTFuse(args)
+                fused = runners[m](task, img1, img2) if m == "ditfuse" else baselines.fuse(m, img1, img2)
+                if not args.no_save_fused:
+                    output_files.save_image(Image.fromarray(fused), saved)
             vals = compute_metrics(img1, img2, fused, names, task)
             rows += [(pair.name, m, k, v) for k, v in vals.items()]
             row_imgs.append(fused)
             bar.update(1)
-        thumbs.append((pair.name, row_imgs))
+        parts.append((index, rows, (pair.name[:10], [_thumb(x) for x in row_imgs])))
     bar.close()
+    if reused and not args.quiet:
+        print(f"reused {reused} fused images already in {out / 'fused'} (--overwrite recomputes them)")
+    gathered = workers.gather(parts)
+    if gathered is None:
+        return None
+    done = sorted((p for part in gathered for p in part), key=lambda p: p[0])
+    if workers.shard[1] > 1:  # shards share --out/fused; each writes its report apart (a plain run then merges)
+        out = out / f"shard-{workers.shard[0] + 1}-of-{workers.shard[1]}"
+        out.mkdir(exist_ok=True)
+    rows = [r for _, rs, _ in done for r in rs]
+    thumbs = [t for _, _, t in done]
     with open(out / "metrics.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["pair", "method", "metric", "value"])
         w.writerows([(p, m, k, repr(float(v))) for p, m, k, v in rows])
     means = mean_table(rows, methods, names)
-    table = markdown_table(means, methods, names, title=f"{task} — {Path(args.pairs).name}, {len(pairs)} pairs")
+    title = f"{task} — {Path(args.pairs).name}, {len(done)} pairs" + (
+        f" (shard {workers.shard[0] + 1}/{workers.shard[1]})" if workers.shard[1] > 1 else "")
+    table = markdown_table(means, methods, names, title=title)
     (out / "table.md").write_text(table + "\n")
-    sheet_rows = [(name[:10], [Image.fromarray(x) for x in ims]) for name, ims in thumbs]
-    contact_sheet(sheet_rows, ["image 1", "image 2"] + methods, cell=128).save(out / "contact_sheet.png")
+    contact_sheet(thumbs, ["image 1", "image 2"] + methods, cell=SHEET_CELL).save(out / "contact_sheet.png")
     (out / "bars").mkdir(exist_ok=True)
     for n in names:
         bar_chart(n, [means[m][n] for m in methods], methods).save(out / "bars" / f"{n}.png")
@@ -137,6 +164,17 @@ def run(args) -> dict:
         print(table)
         print(f"\nwrote {out}/metrics.csv, table.md, contact_sheet.png, bars/*.png")
     return means
+
+
+SHEET_CELL = 128
+
+
+def _thumb(x: np.ndarray) -> Image.Image:
+    """The contact sheet's cell, made where the image is (what the sheet itself would make of it), so ranks
+    send the main process thumbnails, not whole images."""
+    im = Image.fromarray(x).convert("RGB")
+    im.thumbnail((SHEET_CELL, SHEET_CELL))
+    return im
 
 
 def mean_table(rows, methods, names) -> dict[str, dict[str, float]]:
@@ -200,6 +238,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=0, help="only the first N pairs (0 = all)")
     p.add_argument("--no-save-fused", action="store_true", help="do not write the fused images")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="fuse again even where --out/fused has the image")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="score only part K of N of the pairs (job arrays); the report covers that part")
     g = p.add_argument_group("ditfuse method")
     g.add_argument("--model", default=None)
     g.add_argument("--lora", default=None)
