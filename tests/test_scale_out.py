@@ -141,3 +141,13 @@ def test_eval_under_two_processes_writes_the_single_process_report(data, tmp_pat
     for name in ("metrics.csv", "table.md", "contact_sheet.png"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
     assert _files(tmp_path / "one" / "fused" / "ditfuse") == _files(tmp_path / "two" / "fused" / "ditfuse")
+
+
+def test_plain_torchrun_splits_the_pairs_too(data, tmp_path):
+    root, src = data
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                        _port(), "-m", "ditfuse_core.cli", "batch", str(src), "-o", str(tmp_path / "tr"), *FAST],
+                       capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "(rank 1/2): 3 written" in r.stderr and "(rank 2/2): 3 written" in r.stderr, r.stderr
+    assert _files(tmp_path / "tr") == _files(root / "single")
