@@ -9,8 +9,8 @@ fixed subset keeps the suite fast):
 * VIFB: worst 2.3e-2 (Cross_entropy, carWhite_SwinFusion); every case above 1e-3 is a SwinFusion
   JPEG, i.e. a JPEG-decoder difference (MATLAB imread vs Pillow/libjpeg-turbo), not a metric one.
   Medians are 5e-6 … 2e-5. Bound asserted: 3e-2.
-* Lytro: QMI/QNCIE/QG/QCB/QCV agree to ~1e-14 (lossless PNGs); QE worst 1e-5; QY worst 1.2e-4 (exactly flat windows guarded, metrics/qy.py)
-  (04_gff: its C1 = C2 = 2e-16 makes flat windows depend on float rounding). Bound asserted: 1e-2.
+* Lytro: QMI/QNCIE/QG/QCB/QCV agree to ~1e-14 (lossless PNGs); QE worst 1e-5; QY worst 1.2e-4 (02_gff; exactly flat
+  windows are guarded in metrics/qy.py, whose C1 = C2 = 2e-16 left them to float rounding). Bound asserted: 1e-2.
 """
 
 from __future__ import annotations
