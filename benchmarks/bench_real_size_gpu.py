@@ -291,7 +291,7 @@ def run_ours(args, device, transformer, vae, images, res: dict, deadline: float)
           f"{r['encode'] * 1e3:.0f} ms, decode {r['decode'] * 1e3:.0f} ms, peak {fmt(mem['peak_alloc_gib'])} GiB",
           flush=True)
 
-    # branches batched vs one by one (sampling only, prepared condition)
+    # engine modes: branches batched vs one by one, KV cache fp8 / on the CPU, blocks offloaded (prepared condition)
     if args.branch_steps and time.time() < deadline - 60:
         try:
             res["branches"] = branches(pipe, images, args, device, clock)
@@ -302,29 +302,47 @@ def run_ours(args, device, transformer, vae, images, res: dict, deadline: float)
     gc.collect()
 
 
+# engine options (issue #27): branches batched / one by one, and the low-VRAM placements
+ENGINE_MODES = [("batched", {}), ("one by one", dict(batch_branches=False)), ("KV cache fp8", dict(kv_cache="fp8")),
+                ("KV cache on the CPU", dict(offload="kv_cpu")),
+                ("blocks + KV cache on the CPU", dict(offload="layers"))]
+
+
 @torch.no_grad()
 def branches(pipe, images, args, device, clock):
+    """Each engine mode on the prepared condition (sampling only): seconds, per step, prefill + step 1, peak
+    memory (weights included: the offloaded blocks are moved off before the peak is reset), max |Δ| of the
+    latents from the batched default."""
     from ditfuse_core import prompts
 
     pix, _ = pipe.preprocess(images, args.side)
     lats = [pipe.encode(p, seed=k) for k, p in enumerate(pix)]
     cond = pipe.branches(prompts.fusion_prompt("ivif"), lats)
-    rows = []
-    for batched in (True, False):
-        pipe.sample(cond, seed=args.seed, steps=1, cfg=args.cfg, img_cfg=args.img_cfg, batch_branches=batched)
-        reset_peak(device)
-        marks = []
-        a = clock.mark()
-        pipe.sample(cond, seed=args.seed, steps=args.branch_steps, cfg=args.cfg, img_cfg=args.img_cfg,
-                    batch_branches=batched, progress=lambda *_: marks.append(clock.mark()))
-        b = clock.mark()
-        clock.sync()
-        per = [clock.seconds(x, y) for x, y in zip(marks, marks[1:])]
-        rows.append(dict(mode="batched" if batched else "one by one", steps=args.branch_steps,
-                         seconds=clock.seconds(a, b), prefill_plus_step1=clock.seconds(a, marks[0]),
-                         per_step=statistics.median(per) if per else None, **peak(device)))
-        print(f"[branches] {rows[-1]['mode']}: {args.branch_steps} steps {rows[-1]['seconds']:.2f} s, "
-              f"{fmt(rows[-1]['per_step'], 4)} s/step, peak {fmt(rows[-1]['peak_alloc_gib'])} GiB", flush=True)
+    model = pipe.transformer
+    rows, ref = [], None
+    run = dict(seed=args.seed, cfg=args.cfg, img_cfg=args.img_cfg)
+    try:
+        for mode, kw in ENGINE_MODES:
+            if kw.get("offload") == "layers":
+                model.offload_layers()
+            pipe.sample(cond, steps=1, **run, **kw)
+            reset_peak(device)
+            marks = []
+            a = clock.mark()
+            x = pipe.sample(cond, steps=args.branch_steps, **run, **kw, progress=lambda *_: marks.append(clock.mark()))
+            b = clock.mark()
+            clock.sync()
+            per = [clock.seconds(m0, m1) for m0, m1 in zip(marks, marks[1:])]
+            ref = x if ref is None else ref
+            rows.append(dict(mode=mode, steps=args.branch_steps, seconds=clock.seconds(a, b),
+                             prefill_plus_step1=clock.seconds(a, marks[0]), resident_gib=resident_gib(device),
+                             per_step=statistics.median(per) if per else None, **peak(device),
+                             max_abs_delta=(x.float() - ref.float()).abs().max().item()))
+            print(f"[modes] {mode}: {args.branch_steps} steps {rows[-1]['seconds']:.2f} s, "
+                  f"{fmt(rows[-1]['per_step'], 4)} s/step, peak {fmt(rows[-1]['peak_alloc_gib'])} GiB, "
+                  f"max |Δ| {rows[-1]['max_abs_delta']:.2e}", flush=True)
+    finally:
+        model.onload_layers()
     return rows
 
 
@@ -468,9 +486,10 @@ def table(res: dict, peak_spec: float, peak_meas: float | None) -> tuple[str, li
     if res.get("diffusers_error"):
         lines.append(f"diffusers failed: {res['diffusers_error']}")
     for b in res.get("branches", []):
-        lines.append(f"branches {b['mode']}: {b['steps']} steps {fmt(b['seconds'])} s, "
+        lines.append(f"engine mode {b['mode']}: {b['steps']} steps {fmt(b['seconds'])} s, "
                      f"{fmt(b['per_step'], 3)} s/step, prefill + step 1 {fmt(b['prefill_plus_step1'], 3)} s, "
-                     f"peak {fmt(b['peak_alloc_gib'])} GiB")
+                     f"peak {fmt(b['peak_alloc_gib'])} GiB (resident after {fmt(b['resident_gib'])} GiB), "
+                     f"max |Δ| vs batched {b['max_abs_delta']:.2e}")
     return "\n".join(lines), rows
 
 
@@ -513,7 +532,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="50 (--small 4)")
     ap.add_argument("--warmup-steps", type=int, default=2)
     ap.add_argument("--diffusers-steps", type=int, default=0, help="0: as --steps, fewer if the budget says so")
-    ap.add_argument("--branch-steps", type=int, default=None, help="batched vs one-by-one branches (0: skip)")
+    ap.add_argument("--branch-steps", type=int, default=None, help="steps per engine mode: branches batched / one "
+                    "by one, KV cache fp8 / on the CPU, blocks offloaded (0: skip)")
     ap.add_argument("--skip-diffusers", action="store_true")
     ap.add_argument("--cfg", type=float, default=2.0)
     ap.add_argument("--img-cfg", type=float, default=1.6)
@@ -527,7 +547,7 @@ def main() -> None:
     args.side = args.side or (256 if args.small else 1024)
     args.steps = args.steps or (4 if args.small else 50)
     if args.branch_steps is None:
-        args.branch_steps = 2 if args.small else 10
+        args.branch_steps = 2 if args.small else 5
     out = Path(args.out) if args.out else None
 
     from ditfuse_core.devices import DTYPES, resolve_device, resolve_vae_dtype

@@ -3,6 +3,8 @@
 Original folders hold a Phi-3 style `config.json` (which transformers 5.x refuses: rope_scaling
 `"type": "su"`), so we read it ourselves, and `model.safetensors` with OmniGen key names, converted to
 diffusers names while streaming: tensors are read one at a time, so peak RAM stays ≈ one copy of the weights.
+`weights` (weight_storage) converts the block projections to their storage dtype (e.g. fp8) as they are read,
+so the full-precision model is never held.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from . import weight_storage
 from .transformer import DiTFuseTransformer
 
 _RENAMES = {
@@ -103,14 +106,19 @@ def convert_key(key: str, hidden: int):
     raise KeyError(f"unexpected key in OmniGen checkpoint: {key}")
 
 
-def load_original(folder: str | Path, dtype: torch.dtype = torch.float32, device="cpu") -> DiTFuseTransformer:
+def load_original(folder: str | Path, dtype: torch.dtype = torch.float32, device="cpu",
+                  weights: str | torch.dtype | None = "auto") -> DiTFuseTransformer:
+    """weights: storage dtype of the block projections ("auto": dtype; "fp8": e4m3fn, upcast at the matmul)."""
     folder = Path(folder)
     kwargs = config_from_phi3(json.loads((folder / "config.json").read_text()))
     hidden = kwargs["hidden_size"]
     head_dim = hidden // kwargs["num_attention_heads"]
     kv_dim = kwargs["num_key_value_heads"] * head_dim
+    storage = weight_storage.storage_dtype(weights, dtype)
     with torch.device("meta"):
         model = DiTFuseTransformer(**kwargs)
+    weight_storage.prepare(model, storage, dtype)
+    scratch = weight_storage.new_scratch() if storage == weight_storage.FP8 else None
     state = {}
     with safe_open(str(folder / "model.safetensors"), framework="pt", device="cpu") as f:
         for key in f.keys():
@@ -123,8 +131,8 @@ def load_original(folder: str | Path, dtype: torch.dtype = torch.float32, device
                     part = tensor[hidden + kv_dim :]
                 elif rows is not None:
                     part = tensor[rows]
-                state[name] = part.to(dtype).contiguous()
-            del tensor
+                state.update(weight_storage.convert(name, part, storage, dtype, scratch))
+            del tensor, part
     model.load_state_dict(state, strict=True, assign=True)
     _materialise_buffers(model)
     return model.to(device).eval()
@@ -141,12 +149,37 @@ def _materialise_buffers(model: DiTFuseTransformer) -> None:
         raise RuntimeError(f"checkpoint did not provide: {left[:5]}")
 
 
-def load_transformer(folder: str | Path, dtype: torch.dtype = torch.float32, device="cpu") -> DiTFuseTransformer:
+def load_diffusers(folder: str | Path, dtype: torch.dtype, device="cpu", weights=None) -> DiTFuseTransformer:
+    """A diffusers transformer folder, its stored layers converted tensor by tensor as read (weights ≠ dtype);
+    weights "auto" is diffusers' own from_pretrained."""
+    storage = weight_storage.storage_dtype(weights, dtype)
+    if storage == dtype:
+        return DiTFuseTransformer.from_pretrained(str(folder), torch_dtype=dtype).to(device).eval()
+    folder = Path(folder)
+    with torch.device("meta"):
+        model = DiTFuseTransformer.from_config(DiTFuseTransformer.load_config(str(folder)))
+    weight_storage.prepare(model, storage, dtype)
+    index = folder / "diffusion_pytorch_model.safetensors.index.json"
+    files = (sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file()
+             else ["diffusion_pytorch_model.safetensors"])
+    scratch = weight_storage.new_scratch() if storage == weight_storage.FP8 else None
+    state = {}
+    for name in files:
+        with safe_open(str(folder / name), framework="pt", device="cpu") as f:
+            for key in f.keys():
+                state.update(weight_storage.convert(key, f.get_tensor(key), storage, dtype, scratch))
+    model.load_state_dict(state, strict=True, assign=True)
+    _materialise_buffers(model)
+    return model.to(device).eval()
+
+
+def load_transformer(folder: str | Path, dtype: torch.dtype = torch.float32, device="cpu",
+                     weights: str | torch.dtype | None = "auto") -> DiTFuseTransformer:
     folder = Path(folder)
     if detect_format(folder) == "original":
-        return load_original(folder, dtype, device)
+        return load_original(folder, dtype, device, weights)
     sub = folder / "transformer" if (folder / "transformer").is_dir() else folder
-    return DiTFuseTransformer.from_pretrained(str(sub), torch_dtype=dtype).to(device).eval()
+    return load_diffusers(sub, dtype, device, weights)
 
 
 def vae_folder(folder: str | Path) -> Path:

@@ -3,6 +3,9 @@
 The published adapter targets OmniGen's fused `qkv_proj` and `o_proj`. diffusers splits qkv into to_q/to_k/
 to_v: a LoRA on the fused projection is ΔW = B·A with B [3d, r]; splitting B's rows into three blocks that
 share A gives exactly the same ΔW per projection. `o_proj` becomes `to_out.0`.
+
+On an fp8 base (weight_storage) the adapter stays in the compute dtype and unmerged: folding ΔW into fp8 weights
+would round most of it away, so `merge` refuses there.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from peft import LoraConfig
 from peft.tuners.lora import LoraLayer
 from peft.utils import set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
+
+from .weight_storage import FP8
 
 ADAPTER = "ditfuse"
 _ORIG = re.compile(r"(?:base_model\.model\.)?(?:llm\.)?layers\.(\d+)\.self_attn\.(qkv_proj|o_proj)\.(lora_[AB])(?:\.default)?\.weight$")
@@ -107,6 +112,9 @@ def set_strength(model, strength: float, adapter_name: str = ADAPTER) -> None:
 def merge(model, adapter_name: str = ADAPTER) -> None:
     """Fold ΔW into the base weights, keeping a copy of the originals so `unmerge` restores them bit-exactly
     (peft's own unmerge subtracts ΔW again, which is not exact in floating point)."""
+    if any(adapter_name in m.scaling and m.base_layer.weight.dtype == FP8 for m in lora_layers(model)):
+        raise RuntimeError("the LoRA cannot be merged into fp8 weights (it would be mostly rounded away); it "
+                           "stays unmerged and exact on top of them: load with weights bf16/fp16/fp32 to merge")
     for m in lora_layers(model):
         if adapter_name in m.scaling and not m.merged:
             m._ditfuse_backup = m.base_layer.weight.detach().to("cpu", copy=True)

@@ -86,14 +86,17 @@ class DiTFusePipeline:
     def from_pretrained(cls, model: str | Path | None = None, lora: str | Path | None = None,
                         lora_strength: float = 1.0, device: str | torch.device = "cpu",
                         dtype: str | torch.dtype = "auto",
-                        vae_dtype: str | torch.dtype | None = None) -> DiTFusePipeline:
-        """vae_dtype None: as dtype, except that "auto" on a CPU with native bf16 runs the VAE in bf16."""
+                        vae_dtype: str | torch.dtype | None = None,
+                        weights: str | torch.dtype | None = "auto") -> DiTFusePipeline:
+        """vae_dtype None: as dtype, except that "auto" on a CPU with native bf16 runs the VAE in bf16.
+        weights: storage of the blocks' projections (weight_storage): "auto" = dtype; "fp8" halves the
+        transformer's memory against bf16, compute stays in dtype."""
         folder = model_folder(model)
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
         dev = resolve_device(device)
         dt, vae_dt = resolve_dtypes(folder, dev, dtype, vae_dtype)
-        transformer = checkpoint.load_transformer(folder, dt, dev)
+        transformer = checkpoint.load_transformer(folder, dt, dev, weights)
         vae = vae_mod.load_vae(checkpoint.vae_folder(folder), vae_dt, dev)
         defaults = checkpoint.model_meta(folder).get("defaults", {})
         pipe = cls(transformer, vae, load_tokenizer(folder), defaults, name=folder.name)
@@ -194,9 +197,19 @@ class DiTFusePipeline:
     def sample(self, branches, seed: int = 0, steps: int | None = None, cfg: float | None = None,
                img_cfg: float | None = None, latent_size: tuple[int, int] | None = None,
                progress: Callable[[int, int], None] | None = None, use_cache: bool = True,
-               batch_branches: bool = True) -> torch.Tensor:
+               batch_branches: bool | str = "auto", kv_cache: str | None = None,
+               offload: str = "none") -> torch.Tensor:
         """Sample latents for one sample's Branches or a list (one per sample; item i uses seed + i).
-        latent_size (h, w) defaults to the first input image's latent size."""
+        latent_size (h, w) defaults to the first input image's latent size.
+
+        Engine options, for speed or for a GPU with little memory (see `sampler.sample`; the same latents
+        whatever they are, except kv_cache "fp8", which is close):
+            batch_branches: "auto" (batched unless the GPU lacks free memory), True, or False (one guidance
+                branch at a time: least activation memory).
+            kv_cache: "device", "fp8" (half of bf16's cache memory) or "cpu"; None: "cpu" when offloading.
+            offload: "none", "kv_cpu" (the KV cache on the CPU) or "layers" (also the transformer blocks on
+                the CPU, each moved to the GPU just in time: OmniGen-v1 at 1024² in ≤ 6 GB of VRAM, slower;
+                the blocks stay on the CPU after the call)."""
         if isinstance(branches, sampler.Branches):
             branches = [branches]
         if latent_size is None:
@@ -212,7 +225,8 @@ class DiTFusePipeline:
                              "per side, its position table); use a smaller latent or max_side")
         noise = sampler.initial_noise(seed, len(branches), (self.transformer.config.in_channels, *latent_size))
         return sampler.sample(self.transformer, branches, noise, **self.sampling(steps, cfg, img_cfg),
-                              use_cache=use_cache, batch_branches=batch_branches, progress=progress)
+                              use_cache=use_cache, batch_branches=batch_branches, progress=progress,
+                              kv_cache=kv_cache, offload=offload)
 
     def sampling(self, steps: int | None = None, cfg: float | None = None,
                  img_cfg: float | None = None) -> dict:
@@ -228,10 +242,10 @@ class DiTFusePipeline:
     def sample_conditioning(self, conditioning: Conditioning, seed: int = 0, steps: int | None = None,
                             cfg: float | None = None, img_cfg: float | None = None,
                             latent_size: tuple[int, int] | None = None,
-                            progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+                            progress: Callable[[int, int], None] | None = None, **engine) -> torch.Tensor:
         """Scaled latents [B,C,h,w], one per item. Item i encodes its images and samples with seeds derived
         from seed + i, so its result does not depend on the batch it is in; progress counts steps over all
-        items."""
+        items. engine: batch_branches, kv_cache, offload, as in `sample`."""
         n = len(conditioning)
         per_item = self.sampling(steps)["steps"]
         out = []
@@ -239,22 +253,23 @@ class DiTFusePipeline:
             lats = [self.encode_input(p, seed, item=i, image=k) for k, p in enumerate(pix)]
             cb = None if progress is None else (lambda s, _t, d=i * per_item: progress(d + s, n * per_item))
             out.append(self.sample(self.branches(conditioning.prompt, lats), seed=seed + i, steps=steps, cfg=cfg,
-                                   img_cfg=img_cfg, latent_size=latent_size, progress=cb))
+                                   img_cfg=img_cfg, latent_size=latent_size, progress=cb, **engine))
         return torch.cat(out)
 
     # ---- tasks ---------------------------------------------------------------------------------------
     def generate(self, instruction: str, images: list, seed: int = 0, steps: int | None = None,
                  cfg: float | None = None, img_cfg: float | None = None, max_side: int | None = None,
-                 min_scale: float | None = None, progress: Callable[[int, int], None] | None = None):
+                 min_scale: float | None = None, progress: Callable[[int, int], None] | None = None, **engine):
         """Run one instruction over batches of inputs. `images` is a list with one entry per `<|image_k|>`;
         each entry is a single image or a batch (PIL list or [B,H,W,C] tensor). Batches of 1 broadcast.
         Returns a list of PIL images (PIL input) or a [B,H,W,3] tensor (tensor input), at image 1's
-        original size."""
+        original size. engine: batch_branches, kv_cache, offload, as in `sample`."""
+        sampler.engine_options(**engine)  # refuse bad values before any image work
         self.sampling(steps, cfg, img_cfg)  # refuse bad values before any image work
         as_tensor = any(isinstance(x, torch.Tensor) for x in images)
         cond = self.conditioning(instruction, images, max_side, min_scale)
         latents = self.sample_conditioning(cond, seed=seed, steps=steps, cfg=cfg, img_cfg=img_cfg,
-                                           progress=progress)
+                                           progress=progress, **engine)
         outputs = [imgs.restore(self.decode(latents[i : i + 1]), cond.sizes[i]) for i in range(len(cond))]
         if as_tensor:
             if len({tuple(o.shape) for o in outputs}) != 1:
@@ -265,7 +280,8 @@ class DiTFusePipeline:
     def fuse(self, image1, image2, task: str = "ivif", instruction: str = "", *, seed: int = 0,
              steps: int | None = None, cfg: float | None = None, img_cfg: float | None = None,
              max_side: int | None = None, min_scale: float | None = None,
-             progress: Callable[[int, int], None] | None = None):
+             progress: Callable[[int, int], None] | None = None, batch_branches: bool | str = "auto",
+             kv_cache: str | None = None, offload: str = "none"):
         """Fuse image pairs under the task's standard prompt (or `instruction` as its requirement).
 
         Args:
@@ -277,39 +293,41 @@ class DiTFusePipeline:
             steps, cfg, img_cfg: None (or 0 / negative) for the model's own defaults.
             max_side, min_scale: working size (see `working_side`).
             progress: called with (steps done, total) over the whole batch.
+            batch_branches, kv_cache, offload: engine options for speed or little GPU memory (see `sample`).
         Returns:
             PIL list (PIL input) or [B,H,W,3] tensor, at image 1's original size.
         """
         return self.generate(prompts.fusion_prompt(task, instruction), [image1, image2], seed=seed, steps=steps,
-                             cfg=cfg, img_cfg=img_cfg, max_side=max_side, min_scale=min_scale, progress=progress)
+                             cfg=cfg, img_cfg=img_cfg, max_side=max_side, min_scale=min_scale, progress=progress,
+                             batch_branches=batch_branches, kv_cache=kv_cache, offload=offload)
 
     def control(self, image1, image2=None, adjustment: str = "LIGHT+", instruction: str = "", *, seed: int = 0,
                 steps: int | None = None, cfg: float | None = None, img_cfg: float | None = None,
                 max_side: int | None = None, min_scale: float | None = None,
-                progress: Callable[[int, int], None] | None = None):
+                progress: Callable[[int, int], None] | None = None, **engine):
         """Fuse the pair and adjust brightness / contrast (the authors' `[CONTROL]` task).
 
         Args:
             image1, image2: as in `fuse`; without image2, image 1 is given as both images (single-image
                 refinement in the authors' two-image layout).
             adjustment: LIGHT++, LIGHT+, LIGHT-, LIGHT--, CONTRAST+ or CONTRAST-.
-            instruction, seed, steps, cfg, img_cfg, max_side, min_scale, progress: as in `fuse`.
+            instruction, seed, steps, cfg, img_cfg, max_side, min_scale, progress, engine: as in `fuse`.
         """
         return self.generate(prompts.control_prompt(adjustment, instruction), _pair(image1, image2), seed=seed,
                              steps=steps, cfg=cfg, img_cfg=img_cfg, max_side=max_side, min_scale=min_scale,
-                             progress=progress)
+                             progress=progress, **engine)
 
     def segment(self, image1, image2=None, class_name: str = "person", instruction: str = "", *,
                 threshold: float = 0.12, seed: int = 0, steps: int | None = None, cfg: float | None = None,
                 img_cfg: float | None = None, max_side: int | None = None, min_scale: float | None = None,
-                progress: Callable[[int, int], None] | None = None):
+                progress: Callable[[int, int], None] | None = None, **engine):
         """Fuse the pair and lay the class over it in translucent blue (the authors' `[SEG]` task).
 
         Args:
             image1, image2: as in `control`.
             class_name: what to segment ("person", "tree", …).
             threshold: blueness increase that counts as the class.
-            instruction, seed, steps, cfg, img_cfg, max_side, min_scale, progress: as in `fuse`.
+            instruction, seed, steps, cfg, img_cfg, max_side, min_scale, progress, engine: as in `fuse`.
         Returns:
             (overlay, mask): the overlay as `fuse` returns it; masks [B,H,W] float, 1 = class, where the output
             is bluer than the plain average of the two inputs (the fused content without the overlay).
@@ -317,7 +335,7 @@ class DiTFusePipeline:
         images = _pair(image1, image2)
         overlay = self.generate(prompts.segmentation_prompt(class_name, instruction), images, seed=seed,
                                 steps=steps, cfg=cfg, img_cfg=img_cfg, max_side=max_side, min_scale=min_scale,
-                                progress=progress)
+                                progress=progress, **engine)
         outs = image_input.to_pil_list(overlay)
         firsts, seconds = (image_input.to_pil_list(x) for x in images)
         masks = []

@@ -8,11 +8,16 @@ time/output tokens, so their keys/values do not depend on t and the cache is exa
 Rotary embedding follows Phi-3 LongRoPE *per branch*: each branch uses the short or long factors chosen by
 its own total length, as the authors' per-branch forward calls did. diffusers' batched forward takes one
 choice for the whole batch, so we compute cos/sin per row.
+
+The cache packs the branches without padding and each row attends to its own keys (no mask); what a step
+shares (RoPE of the time and output tokens, the position table) is computed once per call. For a GPU with
+little memory the cache can be kept in fp8 or on the CPU, and the blocks on the CPU (`offload_layers`), each
+moved to the device just in time (issue #27; options of `sampler.sample`).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -33,25 +38,85 @@ CHUNK_WORK_ACCELERATOR = 2**40
 CHUNK_ROWS, MIN_CHUNK_ROWS = 256, 768
 
 
+FP8 = torch.float8_e4m3fn
+FP8_MAX = 448.0
+KV_CACHE = ("device", "fp8", "cpu")
+
+
 @dataclass
 class KVCache:
-    """Per-layer keys/values of the condition tokens of a batch of branches (right-padded)."""
+    """Per-layer keys/values of the condition tokens of a batch of branch rows.
 
-    keys: list[torch.Tensor]  # per layer [B, Hkv, Lmax, hd]
+    `prefill` packs the rows without padding: keys[i] / values[i] are flat, row b is a contiguous
+    [1, Hkv, lengths[b], hd] block from token offsets[b] on (`kv_shape` = (Hkv, hd)); padding to the longest
+    row cost ~50 % more memory at 1024², and the rows are attended one by one anyway. With offsets None the
+    layout is [B, Hkv, Lmax, hd], right-padded (row b = its first lengths[b] keys). Storage may be fp8
+    (`key_scales` / `value_scales`: per layer [B, Hkv] power-of-two factors, so the upcast is exact) or the
+    CPU; `join` brings a row to the compute device and dtype, one layer at a time."""
+
+    keys: list[torch.Tensor]
     values: list[torch.Tensor]
-    valid: torch.Tensor  # [B, Lmax] bool, False on padding
-    lengths: list[int]  # condition length per row
+    valid: torch.Tensor | None = None  # [B, Lmax] of a padded cache; unused: rows are sliced, never masked
+    lengths: list[int] = field(default_factory=list)
+    offsets: list[int] | None = None
+    kv_shape: tuple[int, int] | None = None
+    key_scales: list[torch.Tensor] | None = None
+    value_scales: list[torch.Tensor] | None = None
+    plans: dict = field(default_factory=dict)  # per output size: step RoPE and position embedding
+    _work: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)  # see join
+
+    def _span(self, store: list[torch.Tensor], layer: int, b: int) -> torch.Tensor:
+        """Row b of one layer, [1, Hkv, L, hd] (contiguous when packed: one block to copy or upcast)."""
+        length = self.lengths[b]
+        if self.offsets is None:
+            return store[layer][b : b + 1, :, :length]
+        kvh, hd = self.kv_shape
+        a = self.offsets[b] * kvh * hd
+        return store[layer][a : a + length * kvh * hd].view(1, kvh, length, hd)
+
+    def put(self, layer: int, b: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store row b's keys/values [1, Hkv, L, hd] of one layer (in place: no second copy of the cache)."""
+        for store, scales, x in ((self.keys, self.key_scales, k), (self.values, self.value_scales, v)):
+            if scales is not None:
+                x, scales[layer][b] = _fp8(x)
+            self._span(store, layer, b).copy_(x, non_blocking=True)
+
+    def join(self, layer: int, b: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row b's cached keys/values followed by the new ones k, v [1, Hkv, Ln, hd], on their device and in
+        their dtype, in a working buffer that the next row and layer reuse (an fp8 or CPU row is upcast or
+        copied here, just in time; a CPU allocator would otherwise fault in fresh pages for each)."""
+        lc = self.lengths[b]
+        shape = (1, k.shape[1], lc + k.shape[2], k.shape[3])
+        numel = math.prod(shape)
+        w = self._work
+        if w is None or w[0].numel() < numel or w[0].dtype != k.dtype or w[0].device != k.device:
+            size = math.prod((1, k.shape[1], max(self.lengths) + k.shape[2], k.shape[3]))
+            self._work = (k.new_empty(size), v.new_empty(size))
+        out = []
+        for buf, store, scales, new in ((self._work[0], self.keys, self.key_scales, k),
+                                        (self._work[1], self.values, self.value_scales, v)):
+            full = buf[:numel].view(shape)
+            head = full[:, :, :lc]
+            head.copy_(self._span(store, layer, b), non_blocking=True)
+            if scales is not None:
+                head.mul_(scales[layer][b].to(full.dtype)[None, :, None, None])
+            full[:, :, lc:] = new
+            out.append(full)
+        return out[0], out[1]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the cached keys/values (wherever they are; not the working buffer of one row)."""
+        ts = [*self.keys, *self.values, *(self.key_scales or []), *(self.value_scales or [])]
+        return sum(t.numel() * t.element_size() for t in ts)
 
 
-@dataclass
-class StepMask:
-    """A sampling step's attention mask, never materialised: row 0 (the time token) sees the first
-    `time_keys` keys (condition and itself), every other row (output tokens) sees all keys; key_valid
-    [B, Lk] marks padded cache rows, None when there is none. A full [B, Lq, Lk] bool mask at 1024 px is
-    50 M entries per step, and SDPA spends a third of its time reading it."""
-
-    time_keys: int
-    key_valid: torch.Tensor | None
+def _fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp8 [1, H, L, hd], per-head scale [H]) with x ≈ fp8 × scale; scale = 2^ceil(log2(amax / 448)) so that
+    the division and the upcast are exact and no head overflows."""
+    amax = x.abs().amax(dim=(0, 2, 3)).float()
+    scale = torch.where(amax > 0, torch.exp2(torch.ceil(torch.log2(amax / FP8_MAX))), torch.ones_like(amax))
+    return (x.float() / scale[None, :, None, None]).to(FP8), scale
 
 
 @dataclass
@@ -63,6 +128,35 @@ class ConditionMask:
 
     spans: list[tuple[int, int]]
     length: int
+
+
+class _BlockOffload:
+    """Sequential offload: each block's parameters and buffers live on the CPU (pinned for CUDA) and are copied
+    to `device` just before the block runs, then dropped (the CPU copies are kept, nothing is copied back).
+    Any tensor added later (a LoRA) is moved the same way."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._moved: list = []
+
+    def load(self, block: torch.nn.Module) -> None:
+        for mod in block.modules():
+            for name, p in mod._parameters.items():
+                if p is not None and p.device != self.device:
+                    self._moved.append((p, None, None, p.data))
+                    p.data = p.data.to(self.device, non_blocking=True)
+            for name, t in mod._buffers.items():
+                if t is not None and t.device != self.device:
+                    self._moved.append((None, mod._buffers, name, t))
+                    mod._buffers[name] = t.to(self.device, non_blocking=True)
+
+    def unload(self) -> None:
+        for p, store, name, cpu in self._moved:
+            if p is not None:
+                p.data = cpu
+            else:
+                store[name] = cpu
+        self._moved.clear()
 
 
 class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
@@ -81,18 +175,24 @@ class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
         scale = rope.max_position_embeddings / rope.original_max_position_embeddings
         return 1.0 if scale <= 1.0 else math.sqrt(1 + math.log(scale) / math.log(rope.original_max_position_embeddings))
 
+    def _inv_freq(self, long: bool, device: torch.device) -> torch.Tensor:
+        """LongRoPE inverse frequencies (long or short factors), computed once per device: a factor list turned
+        into a tensor per call is a host-to-device copy (and a sync on CUDA) per row and step."""
+        memo = self.__dict__.setdefault("_inv_freq_memo", {})
+        key = (long, device)
+        if key not in memo:
+            rope = self.rope
+            exps = torch.arange(0, rope.dim, 2, dtype=torch.int64, device=device).float() / rope.dim
+            ext = torch.tensor(rope.long_factor if long else rope.short_factor, dtype=torch.float32, device=device)
+            memo[key] = 1.0 / (ext * rope.base**exps)
+        return memo[key]
+
     def rope_cos_sin(self, pos: torch.Tensor, total_lengths: list[int], dtype=torch.float32):
         """cos/sin [B, L, head_dim] for positions [B, L], each row with the factors of its own length."""
-        rope = self.rope
-        dim = rope.dim
-        device = pos.device
-        exps = torch.arange(0, dim, 2, dtype=torch.int64, device=device).float() / dim
         rows_cos, rows_sin = [], []
         mscale = self.rope_mscale
         for b, total in enumerate(total_lengths):
-            factors = rope.long_factor if self.use_long_rope(total) else rope.short_factor
-            ext = torch.tensor(factors, dtype=torch.float32, device=device)
-            inv_freq = 1.0 / (ext * rope.base**exps)
+            inv_freq = self._inv_freq(self.use_long_rope(total), pos.device)
             freqs = pos[b].float()[:, None] * inv_freq[None, :]
             emb = torch.cat([freqs, freqs], dim=-1)
             rows_cos.append(emb.cos() * mscale)
@@ -100,10 +200,12 @@ class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
         return torch.stack(rows_cos), torch.stack(rows_sin)
 
     # ---- embeddings --------------------------------------------------------------------------------
-    def embed_patches(self, latents: torch.Tensor, is_input_image: bool) -> torch.Tensor:
+    def embed_patches(self, latents: torch.Tensor, is_input_image: bool,
+                      pos_embed: torch.Tensor | None = None) -> torch.Tensor:
         """[B,C,h,w] → [B, h·w/p², D]: patch tokens plus their position embedding, as OmniGenPatchEmbed, with the
         stride-p projection as one matmul: PyTorch's CPU (oneDNN) bf16 convolution gets this shape wrong
-        (16 channels, p 4: errors as large as the outputs, torch 2.13), which made bf16 fusions noise."""
+        (16 channels, p 4: errors as large as the outputs, torch 2.13), which made bf16 fusions noise.
+        pos_embed: the cropped position table when the caller keeps it (sampling steps)."""
         pe = self.patch_embedding
         conv = pe.input_image_proj if is_input_image else pe.output_image_proj
         p = pe.patch_size
@@ -112,7 +214,8 @@ class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
         if h % p or w % p:
             raise ValueError(f"latents of {h}×{w} do not split into patches of {p}")
         x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, c * p * p)
-        return F.linear(x, conv.weight.flatten(1), conv.bias) + pe._cropped_pos_embed(h, w)
+        return F.linear(x, conv.weight.flatten(1), conv.bias) + (pe._cropped_pos_embed(h, w) if pos_embed is None
+                                                                 else pos_embed)
 
     def embed_condition(self, branch: Branch, image_latents: list[torch.Tensor]) -> torch.Tensor:
         """[1, L, D] text embeddings with each placeholder span overwritten by its image's patch tokens."""
@@ -133,20 +236,25 @@ class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
         return self.time_token(proj).unsqueeze(1), self.t_embedder(proj)
 
     # ---- layers ------------------------------------------------------------------------------------
-    def _layers(self, h, cos, sin, mask, cache: KVCache | None = None, keep: bool = False, kv_only: bool = False):
-        """Run all blocks. mask: [B, Lq, Lk] bool over (cached keys ++ new keys), or a StepMask. keep → return
-        the new tokens' per-layer keys/values; kv_only → the last block computes only those (the returned
+    def _layers(self, h, cos, sin, mask, cache: KVCache | None = None, sink=None, kv_only: bool = False):
+        """Run all blocks. mask: [B, Lq, Lk] bool or a ConditionMask; with a cache, row b of h attends to cache
+        row b ‖ its own tokens (the first token, the time token, to cache row b and itself). sink(i, k, v)
+        receives each layer's new keys/values; kv_only → the last block computes only those (the returned
         hidden states are then not the last block's)."""
-        kept_k, kept_v = [], []
         last = len(self.layers) - 1
+        offload = self.__dict__.get("_block_offload")
+        inplace = not torch.is_grad_enabled()  # h is ours (a fresh embedding): update it in place
         for i, block in enumerate(self.layers):
             cancel.check()  # Cancel between layers, not only between steps
-            past = (cache.keys[i], cache.values[i]) if cache is not None else None
-            h, k, v = run_block(block, h, cos, sin, mask, past, kv_only=kv_only and i == last)
-            if keep:
-                kept_k.append(k)
-                kept_v.append(v)
-        return h, kept_k, kept_v
+            if offload is not None:
+                offload.load(block)
+            past = None if cache is None else (cache, i)
+            h, k, v = run_block(block, h, cos, sin, mask, past, kv_only=kv_only and i == last, inplace=inplace)
+            if offload is not None:
+                offload.unload()
+            if sink is not None:
+                sink(i, k, v)
+        return h
 
     def read_out(self, h, temb, n_tokens, height, width):
         h = self.norm(h)[:, -n_tokens:]
@@ -155,47 +263,103 @@ class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
         h = h.reshape(h.shape[0], height // p, width // p, p, p, -1)
         return h.permute(0, 5, 1, 3, 2, 4).flatten(4, 5).flatten(2, 3)
 
+    # ---- low-VRAM: sequential offload of the blocks -----------------------------------------------------
+    def offload_layers(self, device: str | torch.device | None = None) -> None:
+        """Keep the transformer blocks on the CPU (pinned memory for CUDA) and everything else on `device`
+        (default: where the token embedding is); each block is copied to the device just before it runs and
+        dropped after. VRAM: the rest of the model (~0.5 GB for OmniGen-v1 in bf16) + one block (~0.23 GB) +
+        activations and the KV cache; each pass over the layers moves the weights over PCIe once. Results are
+        unchanged. Nothing to do on a CPU. `onload_layers` undoes it."""
+        device = torch.device(device) if device is not None else self.embed_tokens.weight.device
+        if device.type == "cpu":
+            self.onload_layers()
+            return
+        pin = device.type == "cuda"
+        for block in self.layers:
+            block.to("cpu")
+            for mod in block.modules():
+                for p in mod._parameters.values():
+                    if p is not None and pin and not p.data.is_pinned():
+                        p.data = p.data.pin_memory()
+                for name, t in mod._buffers.items():
+                    if t is not None and pin and not t.is_pinned():
+                        mod._buffers[name] = t.pin_memory()
+        for name, child in self.named_children():
+            if name != "layers":
+                child.to(device)
+        self.__dict__["_block_offload"] = _BlockOffload(device)
+
+    def onload_layers(self) -> None:
+        """Undo `offload_layers`: the blocks go back to the device of the token embedding."""
+        if self.__dict__.pop("_block_offload", None) is not None:
+            self.layers.to(self.embed_tokens.weight.device)
+
+    @property
+    def layers_offloaded(self) -> bool:
+        return "_block_offload" in self.__dict__
+
     # ---- cached sampling path ----------------------------------------------------------------------
     @torch.no_grad()
-    def prefill(self, branches: list[Branch], image_latents: list[list[torch.Tensor]], num_output_tokens: int) -> KVCache:
-        """Keys/values of every branch's condition tokens; each branch runs alone (no padding), then the
-        rows are right-padded into one batch."""
-        per_row = []
-        for branch, lats in zip(branches, image_latents):
+    def prefill(self, branches: list[Branch], image_latents: list[list[torch.Tensor]], num_output_tokens: int,
+                kv_cache: str = "device") -> KVCache:
+        """Keys/values of every branch's condition tokens. Each branch runs alone (no padding) and its keys and
+        values go straight into one preallocated packed buffer per layer, so the peak is the cache itself.
+
+        kv_cache: "device" (model dtype, exact); "fp8" (float8_e4m3fn with per-row, per-head power-of-two scales:
+        half of bf16, a quarter of fp32, upcast per layer at use; not exact); "cpu" (pinned for CUDA; each row of
+        each layer is copied to the device when it is used; exact)."""
+        if kv_cache not in KV_CACHE:
+            raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHE)}, not {kv_cache!r}")
+        dev = self.embed_tokens.weight.device
+        lengths = [br.length for br in branches]
+        offsets = [sum(lengths[:b]) for b in range(len(lengths))]
+        kvh = self.config.num_key_value_heads
+        hd = self.config.hidden_size // self.config.num_attention_heads
+        where = torch.device("cpu") if kv_cache == "cpu" else dev
+        dtype = FP8 if kv_cache == "fp8" else self.dtype
+        pin = kv_cache == "cpu" and dev.type == "cuda"
+
+        def buffers():
+            return [torch.empty(kvh * sum(lengths) * hd, dtype=dtype, device=where, pin_memory=pin)
+                    for _ in self.layers]
+
+        def scales():
+            return [torch.ones(len(lengths), kvh, device=dev) for _ in self.layers] if kv_cache == "fp8" else None
+
+        cache = KVCache(buffers(), buffers(), None, lengths, offsets, (kvh, hd), scales(), scales())
+        for b, (branch, lats) in enumerate(zip(branches, image_latents)):
             emb = self.embed_condition(branch, lats)
             lc = branch.length
             pos = torch.arange(lc, device=emb.device)[None]
             cos, sin = self.rope_cos_sin(pos, [lc + 1 + num_output_tokens])
             mask = ConditionMask(sorted(branch.image_spans), lc)
-            _, ks, vs = self._layers(emb, cos, sin, mask, keep=True, kv_only=True)  # their outputs are never read
-            per_row.append((ks, vs, lc))
-        lmax = max(r[2] for r in per_row)
-        keys, values = [], []
-        for layer in range(len(self.layers)):
-            keys.append(torch.cat([_pad_len(r[0][layer], lmax) for r in per_row]))
-            values.append(torch.cat([_pad_len(r[1][layer], lmax) for r in per_row]))
-        valid = torch.zeros(len(per_row), lmax, dtype=torch.bool, device=keys[0].device)
-        for b, r in enumerate(per_row):
-            valid[b, : r[2]] = True
-        return KVCache(keys, values, valid, [r[2] for r in per_row])
+            # the last layer's outputs are never read: kv_only
+            self._layers(emb, cos, sin, mask, kv_only=True, sink=lambda i, k, v, b=b: cache.put(i, b, k, v))
+        return cache
+
+    def _step_plan(self, cache: KVCache, height: int, width: int):
+        """What every step at this output size shares: per-row RoPE cos/sin of the time and output tokens
+        (positions follow each row's condition) and the cropped position table; computed once per call."""
+        plan = cache.plans.get((height, width))
+        if plan is None:
+            p = self.config.patch_size
+            n = (height // p) * (width // p)
+            dev = self.embed_tokens.weight.device
+            pos = torch.stack([torch.arange(lc, lc + 1 + n, device=dev) for lc in cache.lengths])
+            cos, sin = self.rope_cos_sin(pos, [lc + 1 + n for lc in cache.lengths])
+            plan = cache.plans[(height, width)] = (cos, sin, self.patch_embedding._cropped_pos_embed(height, width))
+        return plan
 
     @torch.no_grad()
     def step(self, latents: torch.Tensor, t: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Velocity for latents [B,C,h,w] at times t [B], attending to the cached condition rows."""
         bsz, _, height, width = latents.shape
-        x = self.embed_patches(latents, is_input_image=False)
+        cos, sin, pos_embed = self._step_plan(cache, height, width)
+        x = self.embed_patches(latents, is_input_image=False, pos_embed=pos_embed)
         n = x.shape[1]
         time_tok, temb = self.embed_time(t)
         h = torch.cat([time_tok, x], dim=1)
-        dev = h.device
-        pos = torch.stack([torch.arange(lc, lc + 1 + n, device=dev) for lc in cache.lengths])
-        cos, sin = self.rope_cos_sin(pos, [lc + 1 + n for lc in cache.lengths])
-        lmax = cache.valid.shape[1]
-        key_valid = None
-        if not bool(cache.valid.all()):
-            key_valid = torch.cat([cache.valid, cache.valid.new_ones(bsz, 1 + n)], dim=1)
-        # the time token does not see the output tokens
-        h, _, _ = self._layers(h, cos, sin, StepMask(lmax + 1, key_valid), cache=cache)
+        h = self._layers(h, cos, sin, None, cache=cache)
         return self.read_out(h, temb, n, height, width)
 
     # ---- uncached reference path (training, tests) ---------------------------------------------------
@@ -215,58 +379,77 @@ class DiTFuseTransformer(OmniGenTransformer2DModel, PeftAdapterMixin):
         pos = torch.arange(total, device=h.device)[None].expand(bsz, -1)
         cos, sin = self.rope_cos_sin(pos, [total] * bsz)
         mask = full_mask(branch, n).to(h.device)[None].expand(bsz, -1, -1)
-        h, _, _ = self._layers(h, cos, sin, mask)
+        h = self._layers(h, cos, sin, mask)
         return self.read_out(h, temb, n, height, width)
 
 
-def run_block(block, h, cos, sin, mask, past: tuple[torch.Tensor, torch.Tensor] | None = None,
-              kv_only: bool = False):
+def run_block(block, h, cos, sin, mask, past: tuple[KVCache, int] | None = None, kv_only: bool = False,
+              inplace: bool = False):
     """One OmniGen block (diffusers' weights and module names; peft-wrapped projections work unchanged).
-    past: cached (keys, values) [B, Hkv, Lc, hd] that the new tokens also attend to. Returns the new hidden
-    states and the new tokens' rotated keys and values; kv_only → only the keys and values (h is returned
-    as given): the last layer's condition tokens, whose outputs nothing reads."""
+    past: (cache, layer): row b of h attends to the cache's row b followed by its own tokens (mask unused).
+    Returns the new hidden states and the new tokens' rotated keys and values; kv_only → only the keys and
+    values (h is returned as given): the last layer's condition tokens, whose outputs nothing reads.
+    inplace: h may be overwritten (inference; never under autograd or for a caller who keeps h)."""
     attn = block.self_attn
     bsz, lq, _ = h.shape
     x = block.input_layernorm(h)
     k, v = attn.to_k(x), attn.to_v(x)
     hd = attn.inner_dim // attn.heads
     kvh = k.shape[-1] // hd
-    k = k.view(bsz, lq, kvh, hd).transpose(1, 2)
+    k = _apply_rope(k.view(bsz, lq, kvh, hd).transpose(1, 2), cos, sin)
     v = v.view(bsz, lq, kvh, hd).transpose(1, 2)
-    k = _apply_rope(k, cos, sin)
     if kv_only:
         return h, k, v
     q = _apply_rope(attn.to_q(x).view(bsz, lq, attn.heads, hd).transpose(1, 2), cos, sin)
-    new_k, new_v = k, v
     if past is not None:
-        k = torch.cat([past[0], k], dim=2)
-        v = torch.cat([past[1], v], dim=2)
-    if kvh != attn.heads:
-        k = k.repeat_interleave(attn.heads // kvh, dim=1)
-        v = v.repeat_interleave(attn.heads // kvh, dim=1)
-    o = _attention(q, k, v, mask)
-    h = h + attn.to_out[0](o.transpose(1, 2).reshape(bsz, lq, -1))
-    h = h + block.mlp(block.post_attention_layernorm(h))
-    return h, new_k, new_v
+        o = _cached_attention(q, k, v, *past)
+    else:
+        o = _attention(q, _repeat_kv(k, attn.heads), _repeat_kv(v, attn.heads), mask)
+    a = attn.to_out[0](o.reshape(bsz, lq, -1))  # o is [B, Lq, H, hd]: the reshape is a view
+    h = h.add_(a) if inplace else h + a
+    a = _mlp(block.mlp, block.post_attention_layernorm(h), inplace)
+    h = h.add_(a) if inplace else h + a
+    return h, k, v
 
 
-def _attention(q, k, v, mask: torch.Tensor | StepMask | ConditionMask) -> torch.Tensor:
-    """SDPA under a [B, Lq, Lk] bool mask, a ConditionMask (block by block) or a StepMask (time-token row
-    apart, the rest with at most a broadcast key-padding mask)."""
-    if isinstance(mask, torch.Tensor):
-        return _sdpa(q, k, v, mask[:, None])
+def _mlp(mlp, x, inplace: bool):
+    """diffusers' OmniGenFeedForward (down(up · silu(gate))), the product formed in silu's output when allowed."""
+    if not inplace:
+        return mlp(x)
+    gate, up = mlp.gate_up_proj(x).chunk(2, dim=-1)
+    return mlp.down_proj(mlp.activation_fn(gate).mul_(up))
+
+
+def _repeat_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """Grouped-query attention: repeat each key/value head for its query heads (OmniGen-v1 has none)."""
+    return x if x.shape[1] == heads else x.repeat_interleave(heads // x.shape[1], dim=1)
+
+
+def _cached_attention(q, k, v, cache: KVCache, layer: int) -> torch.Tensor:
+    """Row b's queries against cache row b ‖ row b's new keys, one row at a time (rows have their own
+    lengths: no padding, no mask): the first new token (the time token) sees the cache and itself, the others
+    everything. Returns [B, Lq, H, hd]."""
+    bsz, heads, lq, hd = q.shape
+    out = q.new_empty(bsz, lq, heads, v.shape[-1])
+    for b in range(bsz):
+        kb, vb = cache.join(layer, b, k[b : b + 1], v[b : b + 1])
+        kb, vb = _repeat_kv(kb, heads), _repeat_kv(vb, heads)
+        tk = kb.shape[2] - lq + 1
+        out[b : b + 1, :1] = _sdpa(q[b : b + 1, :, :1], kb[:, :, :tk], vb[:, :, :tk]).transpose(1, 2)
+        out[b : b + 1, 1:] = _sdpa(q[b : b + 1, :, 1:], kb, vb).transpose(1, 2)
+    return out
+
+
+def _attention(q, k, v, mask: torch.Tensor | ConditionMask) -> torch.Tensor:
+    """SDPA under a [B, Lq, Lk] bool mask or a ConditionMask (block by block); [B, Lq, H, hd]."""
     if isinstance(mask, ConditionMask):
         return _condition_attention(q, k, v, mask)
-    kp = None if mask.key_valid is None else mask.key_valid[:, None, None, :]
-    tk = mask.time_keys
-    head = _sdpa(q[:, :, :1], k[:, :, :tk], v[:, :, :tk], None if kp is None else kp[..., :tk])
-    rest = _sdpa(q[:, :, 1:], k, v, kp)
-    return torch.cat([head, rest], dim=2)
+    return _sdpa(q, k, v, mask[:, None]).transpose(1, 2)
 
 
 def _condition_attention(q, k, v, mask: ConditionMask) -> torch.Tensor:
     """Condition tokens' attention by blocks: each image span against all keys up to its end (unmasked),
-    each run of text between them causal against the keys up to its end."""
+    each run of text between them causal against the keys up to its end. Returns [B, L, H, hd]."""
     blocks, start = [], 0
     for s, e in mask.spans:
         if s > start:
@@ -275,13 +458,14 @@ def _condition_attention(q, k, v, mask: ConditionMask) -> torch.Tensor:
         start = e
     if start < mask.length:
         blocks.append((start, mask.length, True))
-    out = []
+    bsz, heads, lq, _ = q.shape
+    out = q.new_empty(bsz, lq, heads, v.shape[-1])
     for a, b, causal in blocks:
         m = None
         if causal:  # row i (position a + i) sees keys j ≤ a + i
             m = torch.arange(b, device=q.device)[None, :] <= torch.arange(a, b, device=q.device)[:, None]
-        out.append(_sdpa(q[:, :, a:b], k[:, :, :b], v[:, :, :b], m))
-    return torch.cat(out, dim=2)
+        out[:, a:b] = _sdpa(q[:, :, a:b], k[:, :, :b], v[:, :, :b], m).transpose(1, 2)
+    return out
 
 
 def _sdpa(q, k, v, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -293,7 +477,7 @@ def _sdpa(q, k, v, mask: torch.Tensor | None = None) -> torch.Tensor:
     if rows >= lq:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     per_row = mask is not None and mask.shape[-2] != 1
-    out = q.new_empty(bsz, heads, lq, v.shape[-1])
+    out = q.new_empty(bsz, lq, heads, v.shape[-1]).transpose(1, 2)  # SDPA's own layout: callers transpose back
     for a in range(0, lq, rows):
         cancel.check()
         m = mask[..., a : a + rows, :] if per_row else mask
@@ -302,14 +486,14 @@ def _sdpa(q, k, v, mask: torch.Tensor | None = None) -> torch.Tensor:
 
 
 def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Phi-3 rotate-half RoPE in float32 (as diffusers' apply_rotary_emb), cos/sin [B, L, hd]."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    rot = torch.cat([-x2, x1], dim=-1)
-    return (x.float() * cos[:, None] + rot * sin[:, None]).to(x.dtype)
-
-
-def _pad_len(t: torch.Tensor, length: int) -> torch.Tensor:
-    """Right-pad dim 2 of [B, H, L, hd] to `length` with zeros."""
-    if t.shape[2] == length:
-        return t
-    return F.pad(t, (0, 0, 0, length - t.shape[2]))
+    """Phi-3 rotate-half RoPE in float32 (as diffusers' apply_rotary_emb: x·cos + [−x2, x1]·sin), cos/sin
+    [B, L, hd], written half by half: x1·c − x2·s and x2·c + x1·s are bit for bit the same sums, without the
+    negated copy and the concatenation."""
+    xf = x.float()
+    half = xf.shape[-1] // 2
+    x1, x2 = xf[..., :half], xf[..., half:]
+    sin = sin[:, None]
+    out = xf * cos[:, None]
+    out[..., :half] -= x2 * sin[..., :half]
+    out[..., half:] += x1 * sin[..., half:]
+    return out.to(x.dtype)
