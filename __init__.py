@@ -26,4 +26,7 @@ async def comfy_entrypoint():
     return DiTFuseExtension()
 
 
-__all__ = ["comfy_entrypoint"]
+# Frontend script: warns when a loaded workflow names a model / LoRA that is not installed (web/ditfuse.js).
+WEB_DIRECTORY = "./web"
+
+__all__ = ["comfy_entrypoint", "WEB_DIRECTORY"]

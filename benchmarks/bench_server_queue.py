@@ -37,7 +37,7 @@ def main(argv=None) -> int:
         return 0
     server = H.ComfyServer(log_path=H.artifacts_dir() / "bench-server-queue.log").start()
     try:
-        base = H.fast_prompt(H.load_api("ditfuse_ivif"), max_side=args.side)
+        base = H.fast_prompt(H.load_api("ivif"), max_side=args.side)
         fuse = next(k for k, v in base.items() if v["class_type"] == "DiTFuseFuse")
         t0 = time.perf_counter()
         status, body = server.post_prompt(base)  # the first: loads the model, warms up

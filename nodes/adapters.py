@@ -193,6 +193,23 @@ def decode_raw(pipe, raw: torch.Tensor) -> torch.Tensor:
     return vae.decode_raw(pipe.vae, raw)
 
 
+def latent_dict(pipe, raw: torch.Tensor, sizes, made) -> dict:
+    """A LATENT carrying what DiTFuse Decode needs downstream: image 1's original size per item, the latent size
+    DiTFuse made (h, w) — a node that resizes the samples (core Upscale Latent copies the dict) leaves it behind,
+    and Decode then decodes at the new size instead of undoing the change — and the VAE's factor (core latent
+    nodes assume 8; ComfyUI up to 0.8 has no key for another, so it is ours)."""
+    return {"samples": raw, "ditfuse_sizes": [list(s) for s in sizes],
+            "ditfuse_latent_size": [int(made[0]), int(made[1])], "ditfuse_vae_factor": int(pipe.vae_factor)}
+
+
+def restorable_sizes(latent: dict) -> list[tuple[int, int]] | None:
+    """The original sizes to restore, or None when the latent no longer has the size DiTFuse made it at."""
+    sizes, made = latent.get("ditfuse_sizes"), latent.get("ditfuse_latent_size")
+    if not sizes or made is None or list(latent["samples"].shape[-2:]) != list(made):
+        return None
+    return [tuple(s) for s in sizes]
+
+
 def restore_images(pixels: torch.Tensor, sizes: list[tuple[int, int]] | None) -> torch.Tensor:
     """[B,3,h,w] in [-1,1] → IMAGE [B,H,W,3]; resized to `sizes` (per item, all equal) if given."""
     from ditfuse_core import images as imgs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import comfy.model_management as mm
 import comfy.utils
-from comfy_api.latest import io
+from .comfy_api_version import CORE_CHECKS_COMBOS, io
 
 from . import adapters as A
 
@@ -39,10 +39,9 @@ def check_pair(image_1, image_2) -> int:
 
 
 def validate(combos: dict | None = None, **values) -> bool | str:
-    """A node's validate_inputs answer from the core's checks (ditfuse_core.validation): True, or the message
-    ComfyUI shows at submit. Needed because ComfyUI 0.3.75 does not check V3 combo values, NaN passes its min/max
-    check, and an input named in validate_inputs loses ComfyUI's own min/max check. `combos`: {name: (value,
-    options)}; None values (linked inputs, not known before the run) are skipped."""
+    """The core's checks (ditfuse_core.validation) as validate_inputs answers: True or the message ComfyUI shows
+    at submit. `combos`: {name: (value, options)}; None values (linked inputs, unknown before the run) are
+    skipped."""
     from ditfuse_core import validation as V
 
     try:
@@ -53,6 +52,31 @@ def validate(combos: dict | None = None, **values) -> bool | str:
     except V.UserError as e:
         return str(e)
     return True
+
+
+def validator(numbers=(), combos: dict | None = None, extra: dict | None = None):
+    """A node's validate_inputs taking exactly the inputs the pack must check itself. ComfyUI repeats a failed
+    validate_inputs' message on every input it takes, and skips its own checks (min/max; from 0.7 the combo
+    list) for them; so it takes the numbers NaN slips through (cfg, img_cfg, strengths) or whose range ComfyUI
+    cannot express (max_side 1…15), the combos only where ComfyUI does not check them (< 0.7), and `extra`
+    {name: check(value) → True or a message}. `combos`: {name: options or a function giving them}."""
+    import inspect
+
+    combos = {} if CORE_CHECKS_COMBOS else dict(combos or {})
+    extra = dict(extra or {})
+    names = [*numbers, *combos, *extra]
+
+    def validate_inputs(cls, **values):
+        for name, check in extra.items():
+            if values.get(name) is not None and (msg := check(values[name])) is not True:
+                return msg
+        options = {k: (values.get(k), o() if callable(o) else o) for k, o in combos.items()}
+        return validate(options, **{k: values.get(k) for k in numbers})
+
+    arg = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    validate_inputs.__signature__ = inspect.Signature(  # ComfyUI passes only the inputs named here
+        [inspect.Parameter("cls", arg)] + [inspect.Parameter(n, arg, default=None) for n in names])
+    return classmethod(validate_inputs)
 
 
 def interrupt_check():
@@ -66,15 +90,21 @@ SAMPLING_INPUTS = lambda: [  # noqa: E731
                  tooltip="Noise seed; batch item i uses seed + i."),
     io.Int.Input("steps", default=0, min=0, max=1000, tooltip=f"Euler steps. 0 = {MODEL_DEFAULT}."),
     io.Float.Input("cfg", default=-1.0, min=-1.0, max=20.0, step=0.05, round=0.01,
-                   tooltip=f"Text guidance. -1 = {MODEL_DEFAULT}."),
+                   tooltip=f"Text guidance: how strongly the instruction steers the result. -1 = {MODEL_DEFAULT}."),
     io.Float.Input("img_cfg", default=-1.0, min=-1.0, max=20.0, step=0.05, round=0.01,
-                   tooltip=f"Image guidance. -1 = {MODEL_DEFAULT}."),
+                   tooltip=f"Image guidance: how closely the result follows the input images. -1 = {MODEL_DEFAULT}."),
 ]
-IMAGE_1_TIP = "Visible (IVIF) / far focus (MFF) / over-exposed (MEF) image."
-IMAGE_2_TIP = "Infrared (IVIF) / near focus (MFF) / under-exposed (MEF) image."
+SAMPLING_NUMBERS = ("cfg", "img_cfg")
+MODEL_TIP = "The DiTFuse model from DiTFuse Model Loader."
+IMAGE_1_TIP = "Image 1: the visible (IVIF), far-focus (MFF) or over-exposed (MEF) image. The result has its size."
+IMAGE_2_TIP = ("Image 2: the infrared (IVIF), near-focus (MFF) or under-exposed (MEF) image. Resized to image 1's "
+               "working size (a warning in the console when the aspect ratios differ).")
 PAIR_TIP = " Optional: without it, image 1 is given as both images (the authors' two-image layout)."
 INSTRUCTION_TIP = ("Replaces the standard requirement sentence; empty = the authors' standard prompt for the "
                    "task. Presets (the authors' first, then variants):\n")
+LATENT_TIP = ("Raw latents of the model's VAE, like core VAE Encode gives (SDXL's 8x VAE for OmniGen-v1; the "
+              "bundled model's linear autoencoder is 4x: core latent nodes that assume 8x get pixel sizes wrong). "
+              "Carries the input's original size for DiTFuse Decode.")
 MAX_SIDE = lambda: io.Int.Input("max_side", default=0, min=0, max=4096, step=16,  # noqa: E731
                                 tooltip="Inputs are resized so the longest side is this (multiple of 16). 0: the "
                                         "model's own working size (OmniGen-v1: 1024; the bundled model: 1024 and "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing_extensions import override
 
 import comfy.model_management as mm
-from comfy_api.latest import ComfyExtension, io
+from .comfy_api_version import ComfyExtension, io
 
 from ditfuse_core import cancel
 

@@ -10,10 +10,11 @@ import torch
 import comfy.model_management as mm
 import comfy.model_patcher
 import folder_paths
-from comfy_api.latest import io
+from ditfuse_core.weight_storage import WEIGHTS
 
 from . import adapters as A
-from .common import CATEGORY, DiTFuseModelType, validate
+from .comfy_api_version import CORE_CHECKS_COMBOS, io
+from .common import CATEGORY, DiTFuseModelType, validator
 
 log = logging.getLogger("ditfuse")
 
@@ -55,12 +56,36 @@ class DiTFuseModel:
         self.patcher = patcher
         self.info = info
 
-    def pipeline(self):
-        mm.load_models_gpu([self.patcher], force_full_load=True)
+    def pipeline(self, memory_required: int = 0):
+        """The pipeline on its device. memory_required: what the call needs besides the weights (bytes; see
+        `sampling_memory`), which ComfyUI frees before loading — that much, not more."""
+        # force_full_load: ComfyUI's partial loading (and, from 0.12, its dynamic VRAM) moves only comfy.ops
+        # layers on use (`comfy_cast_weights`); ours are torch/diffusers modules, which a partial load leaves on
+        # the offload device when they do not fit (model_patcher.ModelPatcher.load skips them), so the forward
+        # would meet CPU weights. The model loads whole; each call declares the rest it needs.
+        mm.load_models_gpu([self.patcher], memory_required=int(memory_required), force_full_load=True)
         return self.pipe
+
+    def sampling_memory(self, image, max_side: int = 0, cfg=None, img_cfg=None, n_images: int = 2) -> int:
+        """Bytes one sampling call on `image` (IMAGE [B,H,W,C]; items run one at a time) needs besides the
+        weights: KV cache, activations and the VAE decode at the working size (ditfuse_core.memory)."""
+        from ditfuse_core import images, memory
+
+        h, w = image.shape[1:3]
+        side = self.pipe.working_side((w, h), max_side or None)
+        pw, ph = images.prepared_size((w, h), side, self.pipe.token_pixels)
+        return memory.pipeline_sampling_bytes(self.pipe, ph, pw, n_images, cfg, img_cfg)
 
     def __repr__(self):
         return f"DiTFuseModel({self.info})"
+
+
+def _found(resolve, name) -> bool | str:
+    try:
+        resolve(name, model_roots())
+    except FileNotFoundError as e:
+        return str(e)
+    return True
 
 
 class DiTFuseModelLoader(io.ComfyNode):
@@ -78,7 +103,8 @@ class DiTFuseModelLoader(io.ComfyNode):
                                tooltip="A model folder in models/ditfuse (original OmniGen-v1 or diffusers format)."),
                 io.Combo.Input("lora", options=A.list_loras(roots), default=A.NO_LORA,
                                tooltip="A DiTFuse LoRA file or folder in models/ditfuse/loras."),
-                io.Float.Input("lora_strength", default=1.0, min=-4.0, max=4.0, step=0.05),
+                io.Float.Input("lora_strength", default=1.0, min=-4.0, max=4.0, step=0.05,
+                               tooltip="How much of the LoRA is applied: 1 as trained, 0 off (the base model)."),
                 io.Combo.Input("dtype", options=list(A.DTYPES), default="auto",
                                tooltip="auto: the precision the model's ditfuse.json asks for (the bundled model: fp32), else "
                                        "bf16 on GPUs that support it, fp16 on other accelerators, fp32 on CPU "
@@ -86,24 +112,23 @@ class DiTFuseModelLoader(io.ComfyNode):
                                        "autoencoder always in fp32)."),
                 io.Boolean.Input("offload", default=True,
                                  tooltip="Let ComfyUI move the model off the GPU when other models need the memory."),
+                io.Combo.Input("weights", options=list(WEIGHTS), default="auto", optional=True,
+                               tooltip="How the transformer's big weights are stored. auto: in dtype. fp8 halves their "
+                                       "memory against bf16 at a small quality cost; the computation stays in dtype, "
+                                       "and a LoRA stays exact on top (never merged into fp8)."),
             ],
-            outputs=[DiTFuseModelType.Output("DITFUSE_MODEL")],
+            outputs=[DiTFuseModelType.Output("DITFUSE_MODEL", display_name="DiTFuse model",
+                                             tooltip="The model and LoRA, managed by ComfyUI's memory manager.")],
         )
 
-    @classmethod
-    def validate_inputs(cls, model=None, lora=None, dtype=None, lora_strength=None):
-        roots = model_roots()
-        try:
-            if model is not None:
-                A.resolve_model(model, roots)
-            if lora is not None:
-                A.resolve_lora(lora, roots)
-        except FileNotFoundError as e:
-            return str(e)
-        return validate({"dtype": (dtype, A.DTYPES)}, lora_strength=lora_strength)
+    # ComfyUI ≥ 0.7 checks model / lora / dtype / weights against their lists itself (one message, on that
+    # input; the lists hold only names inside the ditfuse folders); 0.3.75 does not, so the pack does.
+    validate_inputs = validator(("lora_strength",), {"dtype": A.DTYPES, "weights": WEIGHTS},
+                                extra={} if CORE_CHECKS_COMBOS else {"model": lambda v: _found(A.resolve_model, v),
+                                                                     "lora": lambda v: _found(A.resolve_lora, v)})
 
     @classmethod
-    def execute(cls, model, lora, lora_strength, dtype, offload) -> io.NodeOutput:
+    def execute(cls, model, lora, lora_strength, dtype, offload, weights="auto") -> io.NodeOutput:
         from ditfuse_core.pipeline import DiTFusePipeline, resolve_dtypes
 
         roots = model_roots()
@@ -113,10 +138,11 @@ class DiTFuseModelLoader(io.ComfyNode):
         offload_device = mm.unet_offload_device() if offload else load_device
         dt, vae_dt = resolve_dtypes(folder, load_device, dtype)
         pipe = DiTFusePipeline.from_pretrained(model=folder, lora=lora_path, lora_strength=lora_strength,
-                                               device=offload_device, dtype=dt, vae_dtype=vae_dt)
+                                               device=offload_device, dtype=dt, vae_dtype=vae_dt, weights=weights)
         patcher = comfy.model_patcher.ModelPatcher(DiTFuseModule(pipe), load_device=load_device,
                                                    offload_device=offload_device)
         info = {"model": model, "lora": lora, "lora_strength": lora_strength, "dtype": str(dt), "vae_dtype": str(vae_dt),
+                "weights": weights,
                 "load_device": str(load_device), "offload_device": str(offload_device)}
         log.info("DiTFuse: loaded %s", info)
         return io.NodeOutput(DiTFuseModel(pipe, patcher, info))

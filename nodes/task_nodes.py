@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import comfy.model_management as mm
-from comfy_api.latest import io
+from .comfy_api_version import io
 
 from ditfuse_core import prompts
 
 from . import adapters as A
-from .common import (CATEGORY, DiTFuseModelType, IMAGE_1_TIP, IMAGE_2_TIP, INSTRUCTION_TIP, MAX_SIDE, PAIR_TIP,
-                     SAMPLING_INPUTS, check_pair, progress_bar, validate)
+from .common import (CATEGORY, DiTFuseModelType, IMAGE_1_TIP, IMAGE_2_TIP, INSTRUCTION_TIP, MAX_SIDE, MODEL_TIP,
+                     PAIR_TIP, SAMPLING_INPUTS, SAMPLING_NUMBERS, check_pair, progress_bar, validator)
 
 
 class DiTFuseFuse(io.ComfyNode):
@@ -21,28 +21,27 @@ class DiTFuseFuse(io.ComfyNode):
             description="Instruction-driven fusion of two images (IVIF / MFF / MEF / generic). N pairs give N "
                         "images; a single image is used with every item of the other input.",
             inputs=[
-                DiTFuseModelType.Input("model"),
+                DiTFuseModelType.Input("model", tooltip=MODEL_TIP),
                 io.Image.Input("image_1", tooltip=IMAGE_1_TIP),
                 io.Image.Input("image_2", tooltip=IMAGE_2_TIP),
                 io.Combo.Input("task", options=list(A.TASKS), default="ivif",
                                tooltip="ivif: infrared + visible; mff: multi-focus; mef: multi-exposure; generic: "
-                                       "any two images (the M3 prompt)."),
+                                       "any two images (the M3 prompt). Picks the authors' standard prompt."),
                 io.String.Input("instruction", default="", multiline=True,
                                 tooltip=INSTRUCTION_TIP + prompts.presets_text()),
                 *SAMPLING_INPUTS(),
                 MAX_SIDE(),
             ],
-            outputs=[io.Image.Output("IMAGE")],
+            outputs=[io.Image.Output("IMAGE", display_name="fused image",
+                                     tooltip="The fusion, at image 1's original size.")],
         )
 
-    @classmethod
-    def validate_inputs(cls, task=None, steps=None, cfg=None, img_cfg=None, max_side=None):
-        return validate({"task": (task, A.TASKS)}, steps=steps, cfg=cfg, img_cfg=img_cfg, max_side=max_side)
+    validate_inputs = validator((*SAMPLING_NUMBERS, "max_side"), {"task": A.TASKS})
 
     @classmethod
     def execute(cls, model, image_1, image_2, task, instruction, seed, steps, cfg, img_cfg, max_side):
         check_pair(image_1, image_2)
-        pipe = model.pipeline()
+        pipe = model.pipeline(model.sampling_memory(image_1, max_side, cfg, img_cfg))
         out = pipe.fuse(image_1, image_2, task=task, instruction=instruction, seed=seed, steps=steps, cfg=cfg,
                         img_cfg=img_cfg, max_side=max_side, progress=progress_bar())
         return io.NodeOutput(out.to(mm.intermediate_device()))
@@ -59,7 +58,7 @@ class DiTFuseControl(io.ComfyNode):
                         "[CONTROL] task); with one image, refines it. Needs the real DiTFuse weights: the bundled "
                         "model only fuses.",
             inputs=[
-                DiTFuseModelType.Input("model"),
+                DiTFuseModelType.Input("model", tooltip=MODEL_TIP),
                 io.Image.Input("image_1", tooltip=IMAGE_1_TIP),
                 io.Image.Input("image_2", optional=True, tooltip=IMAGE_2_TIP + PAIR_TIP),
                 io.Combo.Input("adjustment", options=list(A.ADJUSTMENTS), default="LIGHT+",
@@ -71,18 +70,16 @@ class DiTFuseControl(io.ComfyNode):
                 *SAMPLING_INPUTS(),
                 MAX_SIDE(),
             ],
-            outputs=[io.Image.Output("IMAGE")],
+            outputs=[io.Image.Output("IMAGE", display_name="adjusted image",
+                                     tooltip="The fusion with the adjustment applied, at image 1's original size.")],
         )
 
-    @classmethod
-    def validate_inputs(cls, adjustment=None, steps=None, cfg=None, img_cfg=None, max_side=None):
-        return validate({"adjustment": (adjustment, A.ADJUSTMENTS)}, steps=steps, cfg=cfg, img_cfg=img_cfg,
-                        max_side=max_side)
+    validate_inputs = validator((*SAMPLING_NUMBERS, "max_side"), {"adjustment": A.ADJUSTMENTS})
 
     @classmethod
     def execute(cls, model, image_1, adjustment, instruction, seed, steps, cfg, img_cfg, max_side, image_2=None):
         check_pair(image_1, image_2)
-        pipe = model.pipeline()
+        pipe = model.pipeline(model.sampling_memory(image_1, max_side, cfg, img_cfg))
         out = pipe.control(image_1, image_2, adjustment=adjustment, instruction=instruction, seed=seed, steps=steps,
                            cfg=cfg, img_cfg=img_cfg, max_side=max_side,
                            progress=progress_bar())
@@ -101,7 +98,7 @@ class DiTFuseSegment(io.ComfyNode):
                         "with one image, segments it. Needs the real DiTFuse weights: the bundled model only fuses "
                         "(its mask is empty).",
             inputs=[
-                DiTFuseModelType.Input("model"),
+                DiTFuseModelType.Input("model", tooltip=MODEL_TIP),
                 io.Image.Input("image_1", tooltip=IMAGE_1_TIP),
                 io.Image.Input("image_2", optional=True, tooltip=IMAGE_2_TIP + PAIR_TIP),
                 io.String.Input("class_name", default="person",
@@ -111,19 +108,19 @@ class DiTFuseSegment(io.ComfyNode):
                 *SAMPLING_INPUTS(),
                 MAX_SIDE(),
             ],
-            outputs=[io.Image.Output("overlay"), io.Mask.Output("mask")],
+            outputs=[io.Image.Output("overlay", display_name="overlay",
+                                     tooltip="The fusion with the class laid over it in translucent blue."),
+                     io.Mask.Output("mask", display_name="mask",
+                                    tooltip="1 where the overlay turned bluer than the inputs' average (the class).")],
         )
 
-    @classmethod
-    def validate_inputs(cls, class_name=None, steps=None, cfg=None, img_cfg=None, max_side=None):
-        if class_name is not None and not str(class_name).strip():
-            return "DiTFuse Segment needs a class name (e.g. 'person')."
-        return validate(steps=steps, cfg=cfg, img_cfg=img_cfg, max_side=max_side)
+    validate_inputs = validator((*SAMPLING_NUMBERS, "max_side"), extra={
+        "class_name": lambda v: True if str(v).strip() else "DiTFuse Segment needs a class name (e.g. 'person')."})
 
     @classmethod
     def execute(cls, model, image_1, class_name, instruction, seed, steps, cfg, img_cfg, max_side, image_2=None):
         check_pair(image_1, image_2)
-        pipe = model.pipeline()
+        pipe = model.pipeline(model.sampling_memory(image_1, max_side, cfg, img_cfg))
         overlay, mask = pipe.segment(image_1, image_2, class_name=class_name, instruction=instruction, seed=seed,
                                      steps=steps, cfg=cfg, img_cfg=img_cfg, max_side=max_side,
                                      progress=progress_bar())

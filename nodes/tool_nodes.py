@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 
-from comfy_api.latest import io, ui
+from .comfy_api_version import io, ui
 
 from . import adapters as A
-from .common import CATEGORY, validate
+from .common import CATEGORY, validator
 
 
 PAIRS = ("ivif", "mff", "mef")
@@ -20,13 +20,16 @@ class DiTFuseExamplePair(io.ComfyNode):
             display_name="DiTFuse Example Pair",
             category=CATEGORY,
             description="A bundled example pair (made from scikit-image photos; see example_images/README.md).",
-            inputs=[io.Combo.Input("pair", options=list(PAIRS), default="ivif")],
-            outputs=[io.Image.Output("image_1"), io.Image.Output("image_2")],
+            inputs=[io.Combo.Input("pair", options=list(PAIRS), default="ivif",
+                                   tooltip="ivif: visible + infrared; mff: far focus + near focus; mef: over- + "
+                                           "under-exposed.")],
+            outputs=[io.Image.Output("image_1", display_name="image 1 (visible / far focus / over-exposed)",
+                                     tooltip="Connect to image_1 of a DiTFuse node."),
+                     io.Image.Output("image_2", display_name="image 2 (infrared / near focus / under-exposed)",
+                                     tooltip="Connect to image_2 of a DiTFuse node.")],
         )
 
-    @classmethod
-    def validate_inputs(cls, pair=None):
-        return validate({"pair": (pair, PAIRS)})
+    validate_inputs = validator(combos={"pair": PAIRS})
 
     @classmethod
     def execute(cls, pair):
@@ -42,8 +45,12 @@ class DiTFuseMetrics(io.ComfyNode):
             display_name="DiTFuse Metrics",
             category=CATEGORY,
             description="Fusion quality metrics of a fused image against its two sources: a Markdown table and JSON.",
-            inputs=[io.Image.Input("image_1"), io.Image.Input("image_2"), io.Image.Input("fused")],
-            outputs=[io.String.Output("table"), io.String.Output("json")],
+            inputs=[io.Image.Input("image_1", tooltip="Source image 1 (as given to the fusion)."),
+                    io.Image.Input("image_2", tooltip="Source image 2 (as given to the fusion)."),
+                    io.Image.Input("fused", tooltip="The fused image to score against the two sources.")],
+            outputs=[io.String.Output("table", display_name="table (Markdown)",
+                                      tooltip="Mean of each metric, with its direction (higher / lower is better)."),
+                     io.String.Output("json", display_name="metrics (JSON)", tooltip="Every metric's value.")],
             is_output_node=True,
         )
 

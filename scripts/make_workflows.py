@@ -8,6 +8,9 @@ graphToPrompt() does it; the browser test checks that the frontend agrees. Do no
 
     .venv/bin/python scripts/make_workflows.py            # (re)write workflows/
     .venv/bin/python scripts/make_workflows.py --check    # fail if workflows/ differs from a fresh run
+
+Each workflow also gets its template-browser thumbnail, <name>.jpg (what ComfyUI's browser loads for a custom
+node's template): the workflow run with the bundled model, its input pair and results side by side.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+
+from comfy_harness import WF  # noqa: E402  (file names: the template browser's card titles)
 
 # Every shipped workflow leaves sampling at "model default" (steps 0, cfg / img_cfg -1, max_side 0): the model
 # picked in the loader brings its own settings (ditfuse.json), so the same JSON runs the bundled tiny model in
@@ -42,9 +47,15 @@ NOTE = (
 )
 
 
+# Control and segmentation with the bundled model: said on the card and at the top of the workflow's note.
+REAL_ONLY = "needs the real DiTFuse weights: the bundled model only fuses (no adjustment, empty mask)"
+CARD_CAPTION = "needs the real DiTFuse weights"
+
+
 def loader(bundled: str):
     return ("loader", "DiTFuseModelLoader",
-            {"model": bundled, "lora": "none", "lora_strength": 1.0, "dtype": "auto", "offload": True})
+            {"model": bundled, "lora": "none", "lora_strength": 1.0, "dtype": "auto", "offload": True,
+             "weights": "auto"})
 
 
 def sampling(**extra):
@@ -56,14 +67,15 @@ def workflows(bundled: str) -> dict[str, dict]:
     wf = {}
     for task, title in (("ivif", "infrared-visible fusion"), ("mff", "multi-focus fusion"),
                         ("mef", "multi-exposure fusion")):
-        wf[f"ditfuse_{task}"] = {"title": f"DiTFuse {title}", "nodes": [
+        wf[WF[task]] = {"title": f"DiTFuse {title}", "nodes": [
             loader(bundled),
             ("pair", "DiTFuseExamplePair", {"pair": task}),
             ("fuse", "DiTFuseFuse", {"model": ("loader", 0), "image_1": ("pair", 0), "image_2": ("pair", 1),
                                      "task": task, "instruction": "", **sampling(), "max_side": MAX_SIDE}),
             ("save", "SaveImage", {"images": ("fuse", 0), "filename_prefix": f"DiTFuse/{task}"}),
         ]}
-    wf["ditfuse_control"] = {"title": "DiTFuse control (fuse an exposure pair and brighten it)", "nodes": [
+    wf[WF["control"]] = {"title": "DiTFuse control (fuse an exposure pair and brighten it)", "caption": REAL_ONLY,
+                         "nodes": [
         loader(bundled),
         ("pair", "DiTFuseExamplePair", {"pair": "mef"}),
         ("control", "DiTFuseControl", {"model": ("loader", 0), "image_1": ("pair", 0), "image_2": ("pair", 1),
@@ -71,7 +83,8 @@ def workflows(bundled: str) -> dict[str, dict]:
                                        "max_side": MAX_SIDE}),
         ("preview", "PreviewImage", {"images": ("control", 0)}),
     ]}
-    wf["ditfuse_segmentation"] = {"title": "DiTFuse segmentation (fuse a pair, overlay and mask)", "nodes": [
+    wf[WF["segmentation"]] = {"title": "DiTFuse segmentation (fuse a pair, overlay and mask)", "caption": REAL_ONLY,
+                              "nodes": [
         loader(bundled),
         ("pair", "DiTFuseExamplePair", {"pair": "ivif"}),
         ("segment", "DiTFuseSegment", {"model": ("loader", 0), "image_1": ("pair", 0), "image_2": ("pair", 1),
@@ -81,7 +94,7 @@ def workflows(bundled: str) -> dict[str, dict]:
         ("mask_image", "MaskToImage", {"mask": ("segment", 1)}),
         ("mask_preview", "PreviewImage", {"images": ("mask_image", 0)}),
     ]}
-    wf["ditfuse_chain"] = {"title": "DiTFuse chain: Encode → core Upscale Latent By → Sampler → Decode", "nodes": [
+    wf[WF["chain"]] = {"title": "DiTFuse chain: Encode → core Upscale Latent By → Sampler → Decode", "nodes": [
         loader(bundled),
         ("pair", "DiTFuseExamplePair", {"pair": "ivif"}),
         ("cond", "DiTFuseCondition", {"model": ("loader", 0), "image_1": ("pair", 0), "image_2": ("pair", 1),
@@ -185,7 +198,8 @@ def build(name: str, spec: dict, object_info) -> tuple[dict, dict]:
     note_id = len(nodes) + 1
     ordered.append({"id": note_id, "type": "MarkdownNote", "pos": [40, -240], "size": [720, 300], "flags": {},
                     "order": len(nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {},
-                    "widgets_values": [f"# {spec['title']}\n\n{NOTE}"], "color": "#432", "bgcolor": "#653"})
+                    "widgets_values": [f"# {spec['title']}\n\n" + (f"**This task {spec['caption']}.**\n\n"
+                                                                     if spec.get("caption") else "") + NOTE], "color": "#432", "bgcolor": "#653"})
     ui = {"id": f"00000000-0000-4000-8000-{abs(hash_name(name)):012d}"[:36], "revision": 0,
           "last_node_id": note_id, "last_link_id": len(links), "nodes": ordered, "links": links, "groups": [],
           "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [40, 300]}, "ditfuse": {"title": spec["title"],
@@ -204,7 +218,7 @@ def hash_name(name: str) -> int:
     return zlib.crc32(name.encode()) % 10**12
 
 
-def write_all(out: Path) -> list[str]:
+def write_all(out: Path, thumbnails: bool = True) -> list[str]:
     from comfy_harness import InProcessComfy, pack_adapters
 
     bundled_choice = pack_adapters().bundled_choice
@@ -215,8 +229,45 @@ def write_all(out: Path) -> list[str]:
         ui, api = build(name, spec, comfy.object_info)
         (out / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
         (out / "api" / f"{name}.json").write_text(json.dumps(api, indent=2) + "\n")
+        if thumbnails:
+            caption = CARD_CAPTION if spec.get("caption") else None
+            thumbnail(comfy, api, caption).save(out / f"{name}.jpg", quality=85, optimize=True)
         names.append(name)
     return names
+
+
+THUMB_H = 200
+SHOWN = {"DiTFuseExamplePair": (0, 1), "DiTFuseFuse": (0,), "DiTFuseControl": (0,), "DiTFuseSegment": (0, 1),
+         "DiTFuseDecode": (0,)}
+
+
+def thumbnail(comfy, api: dict, caption: str | None = None):
+    """The workflow's template card: it runs (bundled model) and its input pair and results are laid side by
+    side, THUMB_H high; `caption` is written across the bottom."""
+    from PIL import Image, ImageDraw
+
+    res = comfy.run(api)
+    tiles = []
+    for nid, node in api.items():
+        for slot in SHOWN.get(node["class_type"], ()):
+            t = res[nid][slot][0][0]
+            arr = (t.clamp(0, 1).cpu().numpy() * 255).round().astype("uint8")
+            im = Image.fromarray(arr).convert("RGB")
+            tiles.append(im.resize((max(1, round(im.width * THUMB_H / im.height)), THUMB_H), Image.LANCZOS))
+    gap = 6
+    sheet = Image.new("RGB", (sum(t.width for t in tiles) + gap * (len(tiles) - 1), THUMB_H), "white")
+    x = 0
+    for t in tiles:
+        sheet.paste(t, (x, 0))
+        x += t.width + gap
+    if caption:  # large: the card shows the thumbnail at about a third of its size
+        from PIL import ImageFont
+
+        font = ImageFont.load_default(size=34)
+        draw = ImageDraw.Draw(sheet)
+        draw.rectangle([0, THUMB_H - 46, sheet.width, THUMB_H], fill="white")
+        draw.text((10, THUMB_H - 42), caption, fill="black", font=font)
+    return sheet
 
 
 def main(argv=None) -> int:
@@ -226,7 +277,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.check:
         with tempfile.TemporaryDirectory() as tmp:
-            names = write_all(Path(tmp))
+            names = write_all(Path(tmp), thumbnails=False)
             bad = []
             for rel in [f"{n}.json" for n in names] + [f"api/{n}.json" for n in names]:
                 want = (Path(tmp) / rel).read_text()
@@ -234,6 +285,7 @@ def main(argv=None) -> int:
                 if want != have:
                     bad.append(rel)
             extra = sorted({p.name for p in a.out.glob("*.json")} - {f"{n}.json" for n in names})
+            bad += [f"{n}.jpg" for n in names if not (a.out / f"{n}.jpg").is_file()]
             if bad or extra:
                 print(f"workflows out of date (run scripts/make_workflows.py): {bad} extra: {extra}",
                       file=sys.stderr)

@@ -145,7 +145,31 @@ class InProcessComfy:
         if not ok or "DiTFuseFuse" not in nodes.NODE_CLASS_MAPPINGS:
             raise RuntimeError("the DiTFuse pack did not load into ComfyUI (see the log above)")
         self.server = _Server()
-        self.executor = execution.PromptExecutor(self.server, cache_type=False, cache_args={"lru": 0, "ram": 0})
+        # main.py's cache_args gained keys over time: 0.3.x/0.8.0 read "lru" and "ram"; by 0.33.0
+        # PromptExecutor.execute_async also reads cache_args["ram_inactive"] (and, like "ram", in GB, with
+        # every cache type). Older versions only .get() the keys they know, so passing all of them is safe.
+        # cache_type=False is none of the CacheType values: the classic (hierarchical) cache in every version.
+        self.executor = execution.PromptExecutor(self.server, cache_type=False,
+                                                 cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
+        try:
+            import comfyui_version  # the tree's own comfyui_version.py (absent in very old trees)
+
+            self.comfyui_version = comfyui_version.__version__
+        except ImportError:
+            self.comfyui_version = None
+
+    def cached_output(self, node_id: str):
+        """The executor's output-cache entry of a node (execution.CacheEntry, or None). ComfyUI ≤ 0.8 has a
+        sync `caches.outputs.get`; newer versions made `get`/`set` coroutines (cache providers) and added a
+        sync `get_local` for the in-memory lookup: prefer that, else await what `get` returns."""
+        import inspect
+
+        cache = self.executor.caches.outputs
+        get_local = getattr(cache, "get_local", None)
+        entry = get_local(node_id) if get_local is not None else cache.get(node_id)
+        if inspect.isawaitable(entry):
+            entry = asyncio.run(entry)
+        return entry
 
     # -- validation and execution
     def validate(self, prompt: dict):
@@ -169,7 +193,7 @@ class InProcessComfy:
             raise AssertionError(f"execution failed: {json.dumps(err, default=str)[:4000]}")
         res = {"_ui": self.executor.history_result.get("outputs", {}), "_messages": msgs}
         for node_id in prompt:
-            entry = self.executor.caches.outputs.get(node_id)
+            entry = self.cached_output(node_id)
             if entry is not None:
                 res[node_id] = entry.outputs
         return res
@@ -277,16 +301,23 @@ class ComfyServer:
 
 
 # ---- workflows -------------------------------------------------------------------------------------------
+# The shipped workflows by task. ComfyUI's template browser shows a file's name as the card's title (and, with
+# - and _ as spaces, as its description): the names read as tasks.
+WF = {"ivif": "DiTFuse infrared and visible fusion", "mff": "DiTFuse multi-focus fusion",
+      "mef": "DiTFuse multi-exposure fusion", "control": "DiTFuse brightness and contrast control",
+      "segmentation": "DiTFuse segmentation overlay", "chain": "DiTFuse node chain with a core latent upscale"}
+
+
 def workflow_names() -> list[str]:
     return sorted(p.stem for p in WORKFLOWS.glob("*.json"))
 
 
 def load_api(name: str) -> dict:
-    return json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+    return json.loads((WORKFLOWS / "api" / f"{WF.get(name, name)}.json").read_text())
 
 
 def load_ui(name: str) -> dict:
-    return json.loads((WORKFLOWS / f"{name}.json").read_text())
+    return json.loads((WORKFLOWS / f"{WF.get(name, name)}.json").read_text())
 
 
 FAST = {"steps": 2, "max_side": 64}

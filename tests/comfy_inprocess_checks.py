@@ -115,6 +115,54 @@ def test_fuse_equals_chain():
     assert torch.equal(fused, chained), float((fused - chained).abs().max())
 
 
+@pytest.fixture(scope="module")
+def omnigen_layout_model():
+    """A test model in the original OmniGen-v1 layout with an SDXL-shaped (8x) VAE, in the models folder."""
+    import shutil
+
+    from original_format import save_original_folder
+
+    from ditfuse_core.tiny import tiny_transformer, tiny_vae
+
+    name = "test-omnigen-layout-8x"
+    folder = H.HOME / "models" / "ditfuse" / name
+    save_original_folder(folder, tiny_transformer(seed=11), tiny_vae(seed=12))
+    yield name
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("which", ["bundled", "omnigen-layout-8x"])
+def test_decode_after_core_upscale_latent_gives_the_size_asked_for(which, request):
+    """Sampler → core Upscale Latent By 2 → Decode: twice the working size (the upscale is kept, whatever the
+    VAE's factor); straight Sampler → Decode: image 1's original size."""
+    model = BUNDLED if which == "bundled" else request.getfixturevalue("omnigen_layout_model")
+    prompt = {
+        "1": loader(model=model),
+        "2": {"class_type": "DiTFuseExamplePair", "inputs": {"pair": "mef"}},
+        "3": {"class_type": "DiTFuseCondition", "inputs": {"model": ["1", 0], "image_1": ["2", 0],
+                                                           "image_2": ["2", 1], "task": "mef", "instruction": "",
+                                                           "max_side": 64}},
+        "4": {"class_type": "DiTFuseSampler", "inputs": {"model": ["1", 0], "conditioning": ["3", 0], **sampling()}},
+        "5": {"class_type": "LatentUpscaleBy", "inputs": {"samples": ["4", 0], "upscale_method": "nearest-exact",
+                                                          "scale_by": 2.0}},
+        "6": {"class_type": "DiTFuseDecode", "inputs": {"model": ["1", 0], "latent": ["5", 0], "restore_size": True}},
+        "7": {"class_type": "DiTFuseDecode", "inputs": {"model": ["1", 0], "latent": ["4", 0], "restore_size": False}},
+        "8": {"class_type": "DiTFuseDecode", "inputs": {"model": ["1", 0], "latent": ["4", 0], "restore_size": True}},
+        "9": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}},
+        "10": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
+        "11": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
+    }
+    res = C.run(prompt)
+    lat = out(res, "4")
+    f = lat["ditfuse_vae_factor"]
+    assert f == (VAE_F if which == "bundled" else 8)
+    working = tuple(out(res, "7").shape[1:3])
+    assert working == tuple(x * f for x in lat["samples"].shape[-2:]) and max(working) == 64
+    assert tuple(out(res, "6").shape[1:3]) == (2 * working[0], 2 * working[1])
+    original = tuple(A.example_pair("mef")[0].shape[1:3])
+    assert tuple(out(res, "8").shape[1:3]) == original
+
+
 def _batch_prompt(n1, n2, max_side=64):
     return {
         "1": loader(),
@@ -234,7 +282,7 @@ def test_shipped_workflows_follow_the_model_the_loader_picks(monkeypatch):
     old = comfy.utils.PROGRESS_BAR_HOOK
     comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: totals.append(total))
     try:
-        for wf in ("ditfuse_ivif", "ditfuse_control", "ditfuse_segmentation"):
+        for wf in ("ivif", "control", "segmentation"):
             for model, expect in ((BUNDLED, None), (name, (3, 1.5, 1.25))):
                 prompt = H.load_api(wf)
                 loaders = [n for n in prompt.values() if n["class_type"] == "DiTFuseModelLoader"]
@@ -271,6 +319,35 @@ def test_model_is_managed_by_comfy_memory_manager():
     assert "DiTFuseModule" in names, names
 
 
+def test_sampling_declares_its_memory_to_comfy(monkeypatch):
+    """Each sampling node tells load_models_gpu what the call needs besides the weights: more for a larger
+    working size and for more guidance branches (the bundled model's default cfg = img_cfg = 1 runs one)."""
+    import comfy.model_management as mm
+
+    asked = []
+    real = mm.load_models_gpu
+
+    def spy(models, memory_required=0, **kw):
+        asked.append(memory_required)
+        return real(models, memory_required=memory_required, **kw)
+
+    monkeypatch.setattr(mm, "load_models_gpu", spy)
+
+    def need(max_side, cfg, img_cfg, seed):
+        asked.clear()
+        C.run({"1": loader(), "2": {"class_type": "DiTFuseExamplePair", "inputs": {"pair": "mff"}},
+               "3": {"class_type": "DiTFuseFuse", "inputs": {"model": ["1", 0], "image_1": ["2", 0],
+                                                             "image_2": ["2", 1], "task": "mff", "instruction": "",
+                                                             "seed": seed, "steps": 1, "cfg": cfg,
+                                                             "img_cfg": img_cfg, "max_side": max_side}},
+               "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}})
+        return max(asked)
+
+    small, large = need(64, 2.0, 1.6, 1), need(128, 2.0, 1.6, 2)
+    one_branch = need(128, 1.0, 1.0, 3)
+    assert 0 < small < large and 0 < one_branch < large, (small, large, one_branch)
+
+
 def test_progress_and_interrupt_within_one_step():
     import comfy.model_management as mm
     import comfy.utils
@@ -300,7 +377,7 @@ def test_progress_and_interrupt_within_one_step():
         comfy.utils.set_progress_bar_global_hook(old)
         mm.interrupt_current_processing(False)
     # the next prompt runs normally
-    res = C.run(H.fast_prompt(H.load_api("ditfuse_ivif")))
+    res = C.run(H.fast_prompt(H.load_api("ivif")))
     assert any(k for k in res if not k.startswith("_"))
 
 
@@ -320,3 +397,14 @@ def test_metrics_node():
     assert isinstance(table, str) and "|" in table
     assert isinstance(json.loads(js), (dict, list))
     assert res["_ui"]["4"]["text"]
+
+
+def test_pack_uses_the_newest_versioned_node_api():
+    """comfy_api.v0_0_3 where ComfyUI has it (0.8+), v0_0_2 on 0.3.75; `latest` only on trees without either."""
+    import importlib.util
+    import sys
+
+    mod = next(m for name, m in sys.modules.items() if name.endswith("nodes.comfy_api_version"))
+    have = [v for v in ("comfy_api.v0_0_3", "comfy_api.v0_0_2") if importlib.util.find_spec(v)]
+    assert mod.API == (have[0] if have else "comfy_api.latest"), (mod.API, have)
+    assert mod.CORE_CHECKS_COMBOS == (mod.comfyui_version() >= (0, 7))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import urllib.parse
 
 import pytest
 
@@ -96,3 +97,75 @@ def test_workflow_in_frontend(page, name):
     print(f"screenshot: {shot}")
     assert shot.stat().st_size > 10_000
     assert not relevant(page.errors), relevant(page.errors)
+
+
+def test_template_browser_shows_our_cards_with_their_thumbnails(page):
+    """Browse Templates → Extensions → ComfyUI-DiTFuse: one card per shipped workflow, showing our <name>.jpg
+    (served, decoded at its real size: not the placeholder) above its title and description — both the file's
+    name, which is what ComfyUI's browser shows for a custom node's template."""
+    from PIL import Image
+
+    served = {}
+    on_response = lambda r: served.__setitem__(urllib.parse.unquote(r.url), r.status)  # noqa: E731
+    page.on("response", on_response)
+    try:
+        page.keyboard.press("Escape")
+        page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+        page.get_by_text(H.PACK_NAME, exact=True).first.click(timeout=60_000)
+        names = H.workflow_names()
+        page.wait_for_function(f"() => [...document.querySelectorAll('img')].filter(i => i.naturalWidth > 0).length "
+                               f">= {len(names)}", timeout=60_000)
+        cards = page.evaluate("""() => [...document.querySelectorAll('img')].filter(i => i.naturalWidth > 0).map(i => {
+            let c = i; while (c.parentElement && !/DiTFuse/.test(c.innerText || '')) c = c.parentElement;
+            return {w: i.naturalWidth, h: i.naturalHeight, text: c.innerText}; })""")
+        page.screenshot(path=str(H.artifacts_dir() / "template_browser.png"))
+        for name in names:  # one artifact per card
+            card = page.get_by_text(name, exact=True).first.locator("xpath=ancestor::*[.//img][1]")
+            card.screenshot(path=str(H.artifacts_dir() / f"template_card_{name}.png"))
+    finally:
+        page.remove_listener("response", on_response)
+        page.keyboard.press("Escape")
+    for name in names:
+        url = next((u for u in served if u.endswith(f"/api/workflow_templates/{H.PACK_NAME}/{name}.jpg")), None)
+        assert url and served[url] == 200, (name, sorted(served)[-20:])
+        card = [c for c in cards if c["text"].splitlines()[0].strip() == name]
+        assert len(card) == 1, (name, cards)
+        assert (card[0]["w"], card[0]["h"]) == Image.open(H.WORKFLOWS / f"{name}.jpg").size
+        assert name.replace("-", " ") in card[0]["text"]  # the description line
+
+
+def test_outputs_have_names_and_hovering_an_input_shows_its_tooltip(page):
+    page.reload()  # nothing left over (dialogs, toasts) between the pointer and the canvas
+    page.wait_for_function("() => window.app && window.app.graph && window.app.canvas", timeout=120_000)
+    time.sleep(1.0)
+    page.keyboard.press("Escape")
+    names = page.evaluate("""() => { window.app.graph.clear(); const n = LiteGraph.createNode('DiTFuseExamplePair');
+        window.app.graph.add(n); return n.outputs.map(o => o.label || o.localized_name || o.name); }""")
+    assert names == ["image 1 (visible / far focus / over-exposed)", "image 2 (infrared / near focus / under-exposed)"]
+    x, y = page.evaluate("""() => { window.app.graph.clear(); const n = LiteGraph.createNode('DiTFuseFuse');
+        n.pos = [300, 200]; window.app.graph.add(n); const c = window.app.canvas; c.ds.scale = 1; c.ds.offset = [0, 0];
+        c.setDirty(true, true); const p = c.ds.convertOffsetToCanvas(n.getConnectionPos(true, 1));
+        const r = c.canvas.getBoundingClientRect(); return [r.left + p[0], r.top + p[1]]; }""")  # input 1: image_1
+    page.mouse.move(x + 5, y)
+    page.mouse.move(x + 6, y + 1)
+    page.wait_for_function("() => [...document.querySelectorAll('.node-tooltip')].some(e => e.innerText.includes("
+                           "'far-focus'))", timeout=15_000)
+    page.screenshot(path=str(H.artifacts_dir() / "input_tooltip.png"))
+    page.mouse.move(5, 5)
+    page.evaluate("() => window.app.graph.clear()")
+
+
+def test_loading_a_workflow_whose_model_is_missing_warns_before_run(page):
+    ui = H.load_ui("ivif")
+    loader = next(n for n in ui["nodes"] if n["type"] == "DiTFuseModelLoader")
+    loader["widgets_values"][0] = "OmniGen-v1-not-installed"
+    page.evaluate("async (wf) => { await window.app.loadGraphData(wf, true, true, null); }", ui)
+    page.wait_for_function("() => [...document.querySelectorAll('.p-toast-message')].some(t => "
+                           "t.innerText.includes('OmniGen-v1-not-installed'))", timeout=30_000)
+    text = page.evaluate("() => [...document.querySelectorAll('.p-toast-message')].map(t => t.innerText).join('\\n')")
+    assert "not installed" in text and "model" in text, text
+    label = page.evaluate("() => window.app.graph.nodes.find(n => n.type === 'DiTFuseModelLoader')"
+                          ".widgets.find(w => w.name === 'model').label")
+    assert label == "model (missing)"
+    page.screenshot(path=str(H.artifacts_dir() / "missing_model_warning.png"))
+    page.evaluate("() => { document.querySelectorAll('.p-toast-close-button').forEach(b => b.click()); }")

@@ -20,7 +20,7 @@ def server():
 
 
 def test_interrupt_at_2048_px_stops_within_2_s(server):
-    prompt = H.load_api("ditfuse_ivif")  # a square pair: 2048×2048 working size
+    prompt = H.load_api("ivif")  # a square pair: 2048×2048 working size
     fuse_id = next(k for k, v in prompt.items() if v["class_type"] == "DiTFuseFuse")
     # warm the loader and example-pair outputs (ComfyUI's cache), so the timed prompt runs only Fuse + Save
     status, body = server.post_prompt(H.fast_prompt(prompt))

@@ -3,6 +3,7 @@ headless Chromium). One server per test session, shared through comfy_harness.sh
 from __future__ import annotations
 
 import time
+import urllib.parse
 import uuid
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 import comfy_harness as H
 
 OUR_NODES = {
-    "DiTFuseModelLoader": (["model", "lora", "lora_strength", "dtype", "offload"], ["DITFUSE_MODEL"]),
+    "DiTFuseModelLoader": (["model", "lora", "lora_strength", "dtype", "offload", "weights"], ["DITFUSE_MODEL"]),
     "DiTFuseFuse": (["model", "image_1", "image_2", "task", "instruction", "seed", "steps", "cfg", "img_cfg",
                      "max_side"], ["IMAGE"]),
     "DiTFuseControl": (["model", "image_1", "adjustment", "instruction", "seed", "steps", "cfg", "img_cfg",
@@ -40,6 +41,11 @@ def test_object_info_lists_every_node(server):
         got = list(node["input"].get("required", {})) + list(node["input"].get("optional", {}))
         assert got == inputs, (name, got)
         assert node["output"] == outputs, (name, node["output"])
+        assert all(node["output_name"]) and node["output_name"] != node["output"], \
+            (name, node["output_name"])  # outputs are named, not just typed
+        tips = {k: (v[1] if len(v) > 1 else {}).get("tooltip") for s in ("required", "optional")
+                for k, v in node["input"].get(s, {}).items()}
+        assert all(tips.values()), (name, [k for k, t in tips.items() if not t])
         assert node["category"] == "DiTFuse"
         assert node["display_name"].startswith("DiTFuse")
     loader = info["DiTFuseModelLoader"]["input"]["required"]
@@ -53,10 +59,10 @@ def test_control_and_segment_take_a_pair_with_an_optional_second_image(server):
     import json
 
     info = server.get("/object_info")
-    for node, wf in (("DiTFuseControl", "ditfuse_control"), ("DiTFuseSegment", "ditfuse_segmentation")):
+    for node, wf in (("DiTFuseControl", "control"), ("DiTFuseSegment", "segmentation")):
         assert "image_1" in info[node]["input"]["required"]
         assert list(info[node]["input"]["optional"]) == ["image_2"]
-        ui = json.loads((H.WORKFLOWS / f"{wf}.json").read_text())
+        ui = H.load_ui(wf)
         (n,) = [n for n in ui["nodes"] if n["type"] == node]
         linked = {i["name"] for i in n["inputs"] if i.get("link") is not None}
         assert {"image_1", "image_2"} <= linked, linked
@@ -74,7 +80,7 @@ def test_workflow_via_prompt_endpoint(server, name):
 
 
 def test_missing_model_is_http_400_with_our_message(server):
-    prompt = H.load_api("ditfuse_ivif")
+    prompt = H.load_api("ivif")
     loader_id = next(k for k, v in prompt.items() if v["class_type"] == "DiTFuseModelLoader")
     prompt[loader_id]["inputs"]["model"] = "OmniGen-v1-not-downloaded"
     status, body = server.post_prompt(prompt)
@@ -84,7 +90,7 @@ def test_missing_model_is_http_400_with_our_message(server):
 
 
 def test_interrupt_during_sampling_then_next_prompt_succeeds(server):
-    slow = H.load_api("ditfuse_mef")
+    slow = H.load_api("mef")
     fuse_id = next(k for k, v in slow.items() if v["class_type"] == "DiTFuseFuse")
     slow[fuse_id]["inputs"].update(steps=1000, seed=12345)
     status, body = server.post_prompt(slow)
@@ -107,7 +113,7 @@ def test_interrupt_during_sampling_then_next_prompt_succeeds(server):
     assert "execution_interrupted" in events, hist["status"]
     assert hist["status"]["status_str"] == "error"
     assert stopped_after < 30, stopped_after
-    status, body = server.post_prompt(H.load_api("ditfuse_control"))
+    status, body = server.post_prompt(H.load_api("control"))
     assert status == 200
     assert server.wait_history(body["prompt_id"])["status"]["status_str"] == "success"
 
@@ -115,12 +121,12 @@ def test_interrupt_during_sampling_then_next_prompt_succeeds(server):
 def test_workflow_templates_list_the_pack(server):
     templates = server.get("/api/workflow_templates")
     assert sorted(templates.get(H.PACK_NAME, [])) == H.workflow_names(), templates
-    wf = server.get(f"/api/workflow_templates/{H.PACK_NAME}/ditfuse_ivif.json")
+    wf = server.get(f"/api/workflow_templates/{H.PACK_NAME}/{urllib.parse.quote(H.WF['ivif'])}.json")
     assert wf["nodes"] and wf["version"] == 0.4
 
 
 def test_unique_prompt_ids_are_accepted(server):
-    status, body = server.request("POST", "/prompt", {"prompt": H.load_api("ditfuse_mff"),
+    status, body = server.request("POST", "/prompt", {"prompt": H.load_api("mff"),
                                                       "prompt_id": str(uuid.uuid4())})
     assert status == 200, body
     assert server.wait_history(body["prompt_id"])["status"]["status_str"] == "success"
