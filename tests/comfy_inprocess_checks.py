@@ -61,6 +61,9 @@ def check_image(t, batch=None, size=None):
 def test_workflow_files_are_generated():
     import make_workflows  # scripts/, on sys.path via conftest-free insert below
 
+    if C.comfyui_version != "0.3.75":  # core nodes gain outputs (SaveImage/PreviewImage: `images`, 0.26, b0f9e326)
+        pytest.skip(f"workflows are generated against CI's ComfyUI 0.3.75, this is {C.comfyui_version}")
+
     names = list(make_workflows.workflows(BUNDLED))
     assert sorted(names) == H.workflow_names()
     for name, spec in make_workflows.workflows(BUNDLED).items():
@@ -237,24 +240,35 @@ def test_encode_gives_raw_sdxl_style_latents():
     check_image(out(res, "4"), batch=1, size=(320, 320))
 
 
-def test_missing_model_fails_validation_with_our_message():
+def test_missing_model_fails_validation_with_one_message_on_its_input():
+    """ComfyUI ≥ 0.7 checks the combo itself ("Value not in list", once, on that input); on 0.3.75 the pack does
+    (its message names the folders searched)."""
+    import sys
+
+    core = next(m for n, m in sys.modules.items() if n.endswith("nodes.comfy_api_version")).CORE_CHECKS_COMBOS
     prompt = {"1": loader(model="no-such-model"), "2": {"class_type": "DiTFuseExamplePair", "inputs": {"pair": "ivif"}},
               "3": {"class_type": "DiTFuseFuse", "inputs": {"model": ["1", 0], "image_1": ["2", 0], "image_2": ["2", 1],
                                                             "task": "ivif", "instruction": "", **sampling(),
                                                             "max_side": 64}},
               "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}}
-    valid, err, outputs, node_errors = C.validate(prompt)
-    assert not valid
-    text = json.dumps(node_errors)
-    assert "DiTFuse model 'no-such-model' was not found" in text
+
+    def refused(what: str):
+        valid, err, outputs, node_errors = C.validate(prompt)
+        assert not valid
+        errs = node_errors["1"]["errors"]
+        if core:
+            assert [e["extra_info"]["input_name"] for e in errs] == [what], errs
+            assert errs[0]["type"] == "value_not_in_list", errs
+        else:
+            assert f"was not found" in json.dumps(errs), errs
+
+    refused("model")
     prompt["1"] = loader(lora="missing_lora.safetensors")
-    valid, err, outputs, node_errors = C.validate(prompt)
-    assert not valid and "DiTFuse LoRA 'missing_lora.safetensors' was not found" in json.dumps(node_errors)
+    refused("lora")
     for model, lora in (("/etc", "none"), ("../../ComfyUI", "none"), (BUNDLED, "/etc/passwd"),
                         (BUNDLED, "../../../../etc/hostname")):  # never outside the registered folders
         prompt["1"] = loader(model=model, lora=lora)
-        valid, err, outputs, node_errors = C.validate(prompt)
-        assert not valid and "was not found" in json.dumps(node_errors), (model, lora)
+        refused("model" if lora == "none" else "lora")
 
 
 def test_shipped_workflows_follow_the_model_the_loader_picks(monkeypatch):
@@ -357,7 +371,7 @@ def test_progress_and_interrupt_within_one_step():
 
     def hook(value, total, preview, node_id=None):
         calls.append((value, total))
-        if value == 2:
+        if len(calls) == 1:  # at the first report (always sent; newer ComfyUI throttles the others)
             mm.interrupt_current_processing(True)
 
     comfy.utils.set_progress_bar_global_hook(hook)
@@ -371,7 +385,7 @@ def test_progress_and_interrupt_within_one_step():
             C.run(prompt)
         events = [e for e, _ in C.executor.status_messages]
         assert "execution_interrupted" in events, events
-        assert max(v for v, _ in calls) <= 3, calls     # stopped within one step of the request
+        assert max(v for v, _ in calls) <= calls[0][0] + 1, calls  # stopped within one step of the request
         assert all(t == 50 for _, t in calls)
     finally:
         comfy.utils.set_progress_bar_global_hook(old)
