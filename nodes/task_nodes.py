@@ -55,8 +55,9 @@ class DiTFuseControl(io.ComfyNode):
             display_name="DiTFuse Control",
             category=CATEGORY,
             description="Text-controlled fusion: fuses the pair and adjusts brightness / contrast (the authors' "
-                        "[CONTROL] task); with one image, refines it. Needs the real DiTFuse weights: the bundled "
-                        "model only fuses.",
+                        "[CONTROL] task); with one image, refines it. The bundled model applies fixed amounts "
+                        "(brightness offset, contrast gain: its model card); the real DiTFuse weights follow the "
+                        "instruction.",
             inputs=[
                 DiTFuseModelType.Input("model", tooltip=MODEL_TIP),
                 io.Image.Input("image_1", tooltip=IMAGE_1_TIP),

@@ -48,7 +48,7 @@ NOTE = (
 
 
 # Control and segmentation with the bundled model: said on the card and at the top of the workflow's note.
-REAL_ONLY = "needs the real DiTFuse weights: the bundled model only fuses (no adjustment, empty mask)"
+REAL_ONLY = "needs the real DiTFuse weights: the bundled model only fuses (empty mask)"
 CARD_CAPTION = "needs the real DiTFuse weights"
 
 
@@ -74,7 +74,7 @@ def workflows(bundled: str) -> dict[str, dict]:
                                      "task": task, "instruction": "", **sampling(), "max_side": MAX_SIDE}),
             ("save", "SaveImage", {"images": ("fuse", 0), "filename_prefix": f"DiTFuse/{task}"}),
         ]}
-    wf[WF["control"]] = {"title": "DiTFuse control (fuse an exposure pair and brighten it)", "caption": REAL_ONLY,
+    wf[WF["control"]] = {"title": "DiTFuse control (fuse an exposure pair and brighten it)",
                          "nodes": [
         loader(bundled),
         ("pair", "DiTFuseExamplePair", {"pair": "mef"}),

@@ -115,6 +115,9 @@ def main(argv=None):
     ap.add_argument("--loss-weight", default="velocity", choices=["velocity", "x1"],
                     help="x1: weight each row by (1 − t)² (the implied x1 error)")
     ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--control", action="store_true",
+                    help="with --average-init: put the prompt-gated brightness/contrast layer in front "
+                         "(tools/bundled/control.py; amounts measured on the training images)")
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--intermediate", type=int, default=768)
     ap.add_argument("--vae-latent", type=int, default=recipes.TINY_VAE["latent"])
@@ -143,6 +146,8 @@ def main(argv=None):
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if a.control and not a.average_init:
+        ap.error("--control adds a layer to the constructed transformer: use it with --average-init")
     if a.detail and not a.average_init:
         ap.error("--detail shapes the constructed transformer: use it with --average-init")
     if a.focus and not (a.detail and a.layers >= 2):
@@ -292,6 +297,11 @@ def main(argv=None):
     (out / "training_log.json").write_text(json.dumps({"vae": vae_summary.get("log", []), "transformer": dit_log}))
     if (work / "dit" / "loss.png").exists():
         shutil.copy(work / "dit" / "loss.png", work / "transformer_loss.png")
+    if a.control:
+        from tools.bundled import control
+
+        control.main([str(out)])
+        record = json.loads((out / "ditfuse.json").read_text())
     write_card(out, record)
     size = _size_mb(out / "transformer") + _size_mb(out / "vae")
     if a.transfer_dir:
@@ -318,6 +328,17 @@ def split_archive(out: Path, dest: Path, part_mb: int = 15) -> None:
     for i in range(0, len(data), n):
         (dest / f"model.tar.gz.part{i // n:02d}").write_bytes(data[i:i + n])
     print(f"archive {len(data) / 1e6:.1f} MB in {(len(data) + n - 1) // n} parts -> {dest}", flush=True)
+
+
+def _control_text(c: dict) -> list[str]:
+    a = c["amounts"]
+    return ["A layer in front (`tools/bundled/control.py`) reads a `[CONTROL]` prompt's subtag: it adds a brightness",
+            f"offset to both inputs before they are fused (0..1 units: LIGHT++ {a['LIGHT++']:+}, LIGHT+ {a['LIGHT+']:+}, "
+            f"LIGHT- {a['LIGHT-']:+}, LIGHT-- {a['LIGHT--']:+}: the mean-luminance change of the training targets' gamma",
+            f"curves on {c['measured_on']}) or scales their contrast about mid grey (CONTRAST+ ×{a['CONTRAST+']},",
+            f"CONTRAST- ×{a['CONTRAST-']}, the training targets' gains; the three principal latent channels). Without a",
+            "control subtag it adds exactly nothing (fusions are bit-identical with and without it). Segmentation needs",
+            "the real DiTFuse weights."]
 
 
 def _last_loss(path: Path):
@@ -388,6 +409,7 @@ def write_card(out: Path, rec: dict) -> None:
                  *(["For multi-focus prompts a second layer adds a filter of the average across neighbouring tokens",
                     "(gains per octave band, fitted on training crops: `tools/bundled/focus_map.py`), which",
                     "the IVIF/MEF subtags and the control/segmentation tags switch off."] if d.get("focus_map") else []),
+                 *(_control_text(d["control"]) if d.get("control") else []),
                  "Training from this starting point is in the recipe (`--average-init` with `--dit-minutes N`); runs",
                  "of up to an hour on this 2-core CPU did not improve on it (see docs/notes/findings.md)."]
     else:

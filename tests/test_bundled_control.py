@@ -1,0 +1,61 @@
+"""The bundled model answers `[CONTROL]` prompts (#25): brightness by the amounts in its ditfuse.json, contrast
+up and down, and fusions exactly as without its control layer."""
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ditfuse_core import examples
+from ditfuse_core.pipeline import DiTFusePipeline, model_folder
+
+SIDE = dict(max_side=256, min_scale=1.0)  # small working size: the amounts do not depend on it
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    torch.set_num_threads(2)
+    return DiTFusePipeline.from_pretrained(None, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def amounts(pipe):
+    meta = json.loads((model_folder(None) / "ditfuse.json").read_text())
+    return meta["training"]["transformer"]["control"]["amounts"]
+
+
+def _stats(img):
+    y = np.asarray(img.convert("RGB"), np.float64) / 255.0 @ np.array([0.299, 0.587, 0.114])
+    return y.mean(), y.std()
+
+
+@pytest.mark.parametrize("task", ["ivif", "mff", "mef"])
+def test_light_and_contrast_move_each_example_by_the_documented_amounts(pipe, amounts, task):
+    a, b = [Image.open(p) for p in examples.pair_paths(task)]
+    m0, s0 = _stats(pipe.fuse(a, b, task=task, **SIDE)[0])
+    got = {adj: _stats(pipe.control(a, b, adjustment=adj, **SIDE)[0]) for adj in amounts}
+    for adj in ("LIGHT+", "LIGHT-"):
+        assert got[adj][0] - m0 == pytest.approx(amounts[adj], rel=0.2), (adj, got[adj][0] - m0)
+    # the strong levels clip more on dark or bright images: their direction and more than the mild level
+    assert got["LIGHT++"][0] - m0 > got["LIGHT+"][0] - m0 + 0.05
+    assert got["LIGHT--"][0] - m0 < got["LIGHT-"][0] - m0 - 0.03
+    assert got["CONTRAST+"][1] / s0 > 1.2
+    assert got["CONTRAST-"][1] / s0 < 0.7
+    for adj in ("LIGHT+", "LIGHT-", "LIGHT++", "LIGHT--"):  # brightness leaves the contrast alone (up to clipping)
+        assert got[adj][1] / s0 == pytest.approx(1.0, abs=0.25)
+
+
+def test_without_a_control_subtag_the_control_layer_adds_nothing(pipe):
+    a, b = [Image.open(p) for p in examples.pair_paths("ivif")]
+    plain = copy.copy(pipe)
+    plain.transformer = copy.deepcopy(pipe.transformer)
+    plain.transformer.layers = plain.transformer.layers[1:]
+    for task in ("ivif", "mff"):
+        with_layer = np.asarray(pipe.fuse(a, b, task=task, **SIDE)[0])
+        without = np.asarray(plain.fuse(a, b, task=task, **SIDE)[0])
+        assert np.array_equal(with_layer, without), task
+    # and with one it does something
+    assert not np.array_equal(np.asarray(pipe.control(a, b, adjustment="LIGHT+", **SIDE)[0]),
+                              np.asarray(plain.control(a, b, adjustment="LIGHT+", **SIDE)[0]))
