@@ -393,23 +393,60 @@ def run_block(block, h, cos, sin, mask, past: tuple[KVCache, int] | None = None,
     attn = block.self_attn
     bsz, lq, _ = h.shape
     x = block.input_layernorm(h)
-    k, v = attn.to_k(x), attn.to_v(x)
     hd = attn.inner_dim // attn.heads
-    kvh = k.shape[-1] // hd
-    k = _apply_rope(k.view(bsz, lq, kvh, hd).transpose(1, 2), cos, sin)
-    v = v.view(bsz, lq, kvh, hd).transpose(1, 2)
+    active = _active_heads(attn, hd)
+    if active is None:
+        k, v = attn.to_k(x), attn.to_v(x)
+        kvh = k.shape[-1] // hd
+        k = _apply_rope(k.view(bsz, lq, kvh, hd).transpose(1, 2), cos, sin)
+        v = v.view(bsz, lq, kvh, hd).transpose(1, 2)
+    else:  # only the heads that add something; the others' keys/values stay zero (the cache keeps every head)
+        rows = (active[:, None] * hd + torch.arange(hd, device=active.device)).reshape(-1)
+        ka = _apply_rope(F.linear(x, attn.to_k.weight[rows]).view(bsz, lq, -1, hd).transpose(1, 2), cos, sin)
+        va = F.linear(x, attn.to_v.weight[rows]).view(bsz, lq, -1, hd).transpose(1, 2)
+        k = ka.new_zeros(bsz, attn.heads, lq, hd).index_copy_(1, active, ka)
+        v = va.new_zeros(bsz, attn.heads, lq, hd).index_copy_(1, active, va)
     if kv_only:
         return h, k, v
-    q = _apply_rope(attn.to_q(x).view(bsz, lq, attn.heads, hd).transpose(1, 2), cos, sin)
-    if past is not None:
-        o = _cached_attention(q, k, v, *past)
+    if active is None:
+        q = _apply_rope(attn.to_q(x).view(bsz, lq, attn.heads, hd).transpose(1, 2), cos, sin)
     else:
-        o = _attention(q, _repeat_kv(k, attn.heads), _repeat_kv(v, attn.heads), mask)
-    a = attn.to_out[0](o.reshape(bsz, lq, -1))  # o is [B, Lq, H, hd]: the reshape is a view
+        q = _apply_rope(F.linear(x, attn.to_q.weight[rows]).view(bsz, lq, -1, hd).transpose(1, 2), cos, sin)
+    if active is not None and active.numel() == 0:
+        o = None
+    elif past is not None:
+        o = _cached_attention(q, k, v, *past, heads=active)
+    else:
+        o = (_attention(q, _repeat_kv(k, attn.heads), _repeat_kv(v, attn.heads), mask) if active is None
+             else _attention(q, ka, va, mask))
+    if active is None:
+        a = attn.to_out[0](o.reshape(bsz, lq, -1))  # o is [B, Lq, H, hd]: the reshape is a view
+    elif active.numel() == 0:
+        a = torch.zeros_like(h) + (attn.to_out[0].bias if attn.to_out[0].bias is not None else 0)
+    else:
+        out = attn.to_out[0]
+        a = F.linear(o.reshape(bsz, lq, -1), out.weight[:, rows], out.bias)
     h = h.add_(a) if inplace else h + a
     a = _mlp(block.mlp, block.post_attention_layernorm(h), inplace)
     h = h.add_(a) if inplace else h + a
     return h, k, v
+
+
+def _active_heads(attn, hd: int) -> torch.Tensor | None:
+    """The heads whose value or output weights are not all zero, or None when all are (or when the weights are
+    wrapped: LoRA, fp8 storage). A head with zero values or zero output columns adds exactly nothing, so its
+    attention is skipped (exact; constructed models have such heads, trained ones do not). Checked each call:
+    the weights of plain layers are four small reads, and a later weight change is seen at once."""
+    to_v, to_out = attn.to_v, attn.to_out[0]
+    plain = all(type(m) is torch.nn.Linear and m.bias is None for m in (attn.to_q, attn.to_k, to_v))
+    if not plain or type(to_out) is not torch.nn.Linear or to_v.weight.shape[0] != attn.heads * hd \
+            or attn.to_k.weight.shape[0] != attn.heads * hd:  # grouped-query attention: not skipped
+        return None
+    used = (to_v.weight.view(attn.heads, -1).ne(0).any(1)
+            & to_out.weight.view(to_out.weight.shape[0], attn.heads, hd).ne(0).any(2).any(0))
+    if bool(used.all()):
+        return None
+    return used.nonzero().flatten()
 
 
 def _mlp(mlp, x, inplace: bool):
@@ -425,15 +462,17 @@ def _repeat_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x if x.shape[1] == heads else x.repeat_interleave(heads // x.shape[1], dim=1)
 
 
-def _cached_attention(q, k, v, cache: KVCache, layer: int) -> torch.Tensor:
+def _cached_attention(q, k, v, cache: KVCache, layer: int, heads: torch.Tensor | None = None) -> torch.Tensor:
     """Row b's queries against cache row b ‖ row b's new keys, one row at a time (rows have their own
     lengths: no padding, no mask): the first new token (the time token) sees the cache and itself, the others
-    everything. Returns [B, Lq, H, hd]."""
-    bsz, heads, lq, hd = q.shape
-    out = q.new_empty(bsz, lq, heads, v.shape[-1])
+    everything. heads: the key/value heads q's heads attend (`_active_heads`), None = all. Returns [B, Lq, H, hd]."""
+    bsz, n_heads, lq, hd = q.shape
+    out = q.new_empty(bsz, lq, n_heads, v.shape[-1])
     for b in range(bsz):
         kb, vb = cache.join(layer, b, k[b : b + 1], v[b : b + 1])
-        kb, vb = _repeat_kv(kb, heads), _repeat_kv(vb, heads)
+        if heads is not None:
+            kb, vb = kb[:, heads], vb[:, heads]
+        kb, vb = _repeat_kv(kb, n_heads), _repeat_kv(vb, n_heads)
         tk = kb.shape[2] - lq + 1
         out[b : b + 1, :1] = _sdpa(q[b : b + 1, :, :1], kb[:, :, :tk], vb[:, :, :tk]).transpose(1, 2)
         out[b : b + 1, 1:] = _sdpa(q[b : b + 1, :, 1:], kb, vb).transpose(1, 2)

@@ -6,9 +6,9 @@ Why in front, on the input tokens: input tokens see the text before them (causal
 subtag, and their huge marker fixes their RMS, so the layer's gated MLP computes exact on/off switches and
 products (SiLU(g)·u with g ≫ 0 or ≪ 0). Output tokens' RMS changes with t.
 
-How: head 0 takes each input token to the subtag's kind token ("HT" of LIGHT, "ST" of CONTRAST), head 1 to its
-sign token ("+", "++", "->", "-->"); both fall back to the BOS token (value 0), so without a control subtag the
-layer adds exactly nothing. Their values land as flags in the FREE dims. The MLP then switches on, per level,
+How: one head takes each input token to the subtag's kind token ("HT" of LIGHT, "ST" of CONTRAST) and its sign
+token ("+", "++", "->", "-->"), half and half; it falls back to the BOS token (value 0), so without a control
+subtag the layer adds exactly nothing (and the engine skips its four other heads, whose values are zero). Their values land as flags in the FREE dims. The MLP then switches on, per level,
 a brightness offset (a constant latent: `delta` in 0..1 pixel units on every channel) or a contrast gain about
 mid grey (z ← zh + gain·(z − zh), zh the latent of a uniform 0.5 image).
 Amounts (`amounts_from_training`): the brightness offsets give the mean-luminance change of the M3 control targets
@@ -153,18 +153,16 @@ def add_control(model, vae, tokenizer, amounts: dict, seed: int = 0):
     attn = blk.self_attn
     b_sink = _marker_gain(B_SINK, n_in, one, ms)
     b_ctl = _marker_gain(B_SINK + MARGIN, n_in, one, ms)
-    for head, dims in ((0, list(KIND_DIMS.values())), (1, [P, N, D])):
-        # slot 0: every image/time query → BOS; slot 1: input queries → the control tokens
-        _slot(attn, head, 0, {M_IN[0]: b_sink, M_OUT[0]: b_sink, M_T[0]: b_sink}, {FREE[0]: b_sink}, ms)
-        _slot(attn, head, 1, {M_IN[0]: b_ctl}, {d: b_ctl for d in dims}, ms)
-    # values → flags (1.0 for a single-dim token; P/N 1/√2 and D 1 for the doubled signs)
+    # one head: input queries → the subtag's kind and sign tokens (equal logits: a doubled sign's two dims of
+    # √(HIDDEN/2) count 1 + (√2 − 1), so its key matches a single dim's √HIDDEN), each taking half the weight;
+    # every image/time query (and an input query without a control subtag) → BOS, whose value is 0
+    _slot(attn, 0, 0, {M_IN[0]: b_sink, M_OUT[0]: b_sink, M_T[0]: b_sink}, {FREE[0]: b_sink}, ms)
+    _slot(attn, 0, 1, {M_IN[0]: b_ctl}, {L: b_ctl, C: b_ctl, P: b_ctl, N: b_ctl, D: (math.sqrt(2) - 1) * b_ctl}, ms)
+    # values → flags, ×2 for the half weight (1.0 for a single-dim token; P/N 1/√2 and D 1 for the doubled signs)
     v, o = attn.to_v.weight, attn.to_out[0].weight
-    for j, (src, dst, scale) in enumerate(((KIND_DIMS["LIGHT"], L, one), (KIND_DIMS["CONTRAST"], C, one))):
-        v[j, src] = 1.0 / scale
-        o[dst, j] = FLAG
-    for j, (src, dst, scale) in enumerate(((P, P, one), (N, N, one), (FREE[6], D, two))):
-        v[HEAD_DIM + j, src] = 1.0 / scale
-        o[dst, HEAD_DIM + j] = FLAG
+    for j, (src, scale) in enumerate(((L, one), (C, one), (P, one), (N, one), (D, two))):
+        v[j, src] = 2.0 / scale
+        o[src, j] = FLAG
 
     # ---- MLP: switches (gate = K·(flags − threshold), threshold from the input marker) -----------------------
     E = _content_basis(seed)
