@@ -80,7 +80,7 @@ class _DiTFuse:
         from ditfuse_core.pipeline import DiTFusePipeline  # lazy: heavy, and optional for eval
 
         self.pipe = DiTFusePipeline.from_pretrained(model=args.model, lora=args.lora, device=args.device,
-                                                    dtype=args.dtype)
+                                                    dtype=args.dtype, weights=getattr(args, "weights", "auto"))
         self.args = args
 
     def __call__(self, task, img1, img2):
@@ -227,6 +227,9 @@ def bar_chart(name: str, values, methods, w: int = 640, h: int = 360) -> Image.I
     return img
 
 
+WEIGHTS = ("auto", "fp32", "bf16", "fp16", "fp8")  # weight_storage.WEIGHTS (not imported: torch, at parse time)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("--pairs", required=True, help="benchmark folder (vi/+ir/, NN_a/NN_b, <scene>_A/_B)")
@@ -246,6 +249,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lora", default=None)
     g.add_argument("--device", default="cpu")
     g.add_argument("--dtype", default="auto")
+    g.add_argument("--weights", default="auto", choices=WEIGHTS,
+                   help="storage of the transformer blocks' weights (as `ditfuse fuse --weights`); auto: as --dtype, "
+                        "fp8 halves their memory against bf16")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--steps", type=int, default=None)
 

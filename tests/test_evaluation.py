@@ -107,5 +107,36 @@ def test_eval_calls_ditfuse_pipeline(tmp_path, monkeypatch):
     _write(tmp_path / "d" / "vi" / "p.png", 1, color=True)
     _write(tmp_path / "d" / "ir" / "p.png", 2)
     evaluation.run(_args(tmp_path, tmp_path / "d", methods="ditfuse", metrics="EN", seed="3", steps="2"))
-    assert calls["load"] == {"model": None, "lora": None, "device": "cpu", "dtype": "auto"}
+    assert calls["load"] == {"model": None, "lora": None, "device": "cpu", "dtype": "auto", "weights": "auto"}
     assert calls["fuse"] == ((56, 40), (56, 40), "ivif", 3, 2)
+
+
+def test_eval_passes_weights_to_the_model(tmp_path, monkeypatch):
+    """`ditfuse eval --weights fp8` stores the model's weights as asked (issue #27), like `ditfuse fuse`."""
+    pipeline = pytest.importorskip("ditfuse_core.pipeline")
+    from ditfuse_core.weight_storage import WEIGHTS
+
+    assert tuple(evaluation.WEIGHTS) == tuple(WEIGHTS)
+    loads = []
+
+    class Fake:
+        @classmethod
+        def from_pretrained(cls, **kw):
+            loads.append(kw["weights"])
+            return cls()
+
+        def fuse(self, img1, img2, task, seed, steps):
+            return [img1]
+
+    monkeypatch.setattr(pipeline, "DiTFusePipeline", Fake)
+    _write(tmp_path / "d" / "vi" / "p.png", 1, color=True)
+    _write(tmp_path / "d" / "ir" / "p.png", 2)
+    parser = argparse.ArgumentParser(prog="ditfuse")
+    evaluation.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["eval", "--task", "ivif", "--pairs", str(tmp_path / "d"), "--out", str(tmp_path / "o"),
+                              "--methods", "ditfuse", "--metrics", "EN", "--steps", "1", "--weights", "fp8",
+                              "--quiet"])
+    args.func(args)
+    assert loads == ["fp8"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["eval", "--task", "ivif", "--pairs", "x", "--out", "y", "--weights", "int4"])
