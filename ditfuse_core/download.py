@@ -19,7 +19,11 @@ Only the files the loaders read are fetched (never pickled .bin/.pt/.ckpt). How 
   naming the repository, the files and the folder to put them in by hand; nothing is created.
 
 Library use (e.g. a "download if missing" option): `download("omnigen-v1", models_root)` returns the model
-folder, at once and without the network when it is already complete.
+folder, at once and without the network when it is already complete. `ensure(name, root, allow)` is what the
+ComfyUI Loader's `download_if_missing` calls: the folder when complete, else a download (allow) or a one-line
+`DownloadError` naming the `ditfuse download` command and the folder (not allow); `callback(done, total)` gets
+the bytes on disk as they are written (ComfyUI's progress bar; it may raise to stop: the bytes so far are kept
+for the next run).
 """
 from __future__ import annotations
 
@@ -215,7 +219,24 @@ def _hash_ok(path: Path, r: _Remote, progress: bool) -> bool:
     return h.hexdigest().lower() == (want or "").lower()
 
 
-def _fetch(name, dir, r: _Remote, work: Path, commit: str, endpoint: str, token, progress: bool) -> None:
+class _CountingFile:
+    """The file http_get writes to, reporting each write (callback(bytes written so far by this file))."""
+
+    def __init__(self, f, on_write):
+        self._f, self._on_write, self._n = f, on_write, 0
+
+    def write(self, data):
+        n = self._f.write(data)
+        self._n += len(data)
+        self._on_write(self._n)
+        return n
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
+def _fetch(name, dir, r: _Remote, work: Path, commit: str, endpoint: str, token, progress: bool,
+           on_bytes=None) -> None:
     """One file into work/<path>, through work/.incomplete/<path> (kept between runs, resumed by Range)."""
     from functools import partial
 
@@ -229,6 +250,8 @@ def _fetch(name, dir, r: _Remote, work: Path, commit: str, endpoint: str, token,
 
     final, part = work / r.path, work / ".incomplete" / r.path
     if final.is_file() and final.stat().st_size == r.size:
+        if on_bytes is not None:
+            on_bytes(r.size)
         return  # moved there only after verification, for this commit (see _prepare_work)
     part.parent.mkdir(parents=True, exist_ok=True)
     have = part.stat().st_size if part.is_file() else 0
@@ -241,9 +264,12 @@ def _fetch(name, dir, r: _Remote, work: Path, commit: str, endpoint: str, token,
         # hf_hub_url would build it from the endpoint huggingface_hub read at import, not from `endpoint`
         url = f"{endpoint}/{spec(name).repo}/resolve/{quote(commit, safe='')}/{quote(r.path)}"
         bar = None if progress else partial(tqdm, disable=True)
+        if on_bytes is not None:
+            on_bytes(have)
         try:
             with open(part, "ab") as f:
-                http_get(url, f, resume_size=have, headers=headers, expected_size=r.size, displayed_filename=r.path,
+                out = f if on_bytes is None else _CountingFile(f, lambda n: on_bytes(have + n))
+                http_get(url, out, resume_size=have, headers=headers, expected_size=r.size, displayed_filename=r.path,
                          tqdm_class=bar)
         except Exception as e:
             if _is_connection_error(e):
@@ -277,10 +303,12 @@ def _prepare_work(work: Path, repo: str, commit: str) -> None:
 
 
 def download(name: str, dir: str | os.PathLike | None = None, *, force: bool = False, endpoint: str | None = None,
-             revision: str = "main", token: str | bool | None = None, progress: bool = True) -> Path:
+             revision: str = "main", token: str | bool | None = None, progress: bool = True,
+             callback=None) -> Path:
     """Download a known model (`MODELS`: "omnigen-v1", "ditfuse-lora") into `destination(name, dir)` and return
     that folder. Already complete (its required files are there): returned at once, without the network, unless
-    `force`. endpoint: the Hub (default: $HF_ENDPOINT, else huggingface.co). Raises `DownloadError`."""
+    `force`. endpoint: the Hub (default: $HF_ENDPOINT, else huggingface.co). callback(done, total): bytes of
+    all the files on disk so far, and their sum, as they are written. Raises `DownloadError`."""
     from filelock import FileLock
     from huggingface_hub import constants
 
@@ -304,8 +332,11 @@ def download(name: str, dir: str | os.PathLike | None = None, *, force: bool = F
                 return dest  # another process finished it while we waited
             work = dest.parent / f".{dest.name}.partial"
             _prepare_work(work, k.repo, commit)
+            total, before = sum(r.size for r in remote.values()), 0
             for r in sorted(remote.values(), key=lambda r: r.size):  # small files first: errors show early
-                _fetch(name, dir, r, work, commit, endpoint, token, progress)
+                on_bytes = None if callback is None else (lambda n, b=before: callback(b + n, total))
+                _fetch(name, dir, r, work, commit, endpoint, token, progress, on_bytes)
+                before += r.size
             shutil.rmtree(work / ".incomplete", ignore_errors=True)
             (work / ".download.json").unlink()
             old = None
@@ -316,6 +347,37 @@ def download(name: str, dir: str | os.PathLike | None = None, *, force: bool = F
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
     return dest
+
+
+# ---- "download if missing" (the ComfyUI Loader) --------------------------------------------------------------
+def offered(kind: str) -> dict[str, str]:
+    """{name in a Loader list: known model} for kind "model" (a folder in the root: "OmniGen-v1") or "lora" (in
+    its loras/ folder: "DiTFuse"): the names the ComfyUI lists offer before they are downloaded."""
+    prefix = "loras/"
+    return {k.folder[len(prefix):] if kind == "lora" else k.folder: n for n, k in MODELS.items()
+            if k.folder.startswith(prefix) == (kind == "lora")}
+
+
+def command(name: str, dir: str | os.PathLike | None = None) -> str:
+    """The shell command that downloads `name` into `dir` (quoted when the path needs it)."""
+    import shlex
+
+    return f"ditfuse download {name} --dir {shlex.quote(str(Path(DEFAULT_DIR if dir is None else dir).absolute()))}"
+
+
+def not_downloaded_message(name: str, dir: str | os.PathLike | None = None) -> str:
+    return (f"{spec(name).repo} is not downloaded: run `{command(name, dir)}` (it goes to {destination(name, dir)}), "
+            f"or turn on download_if_missing in DiTFuse Model Loader")
+
+
+def ensure(name: str, dir: str | os.PathLike | None, allow: bool, callback=None, **kw) -> Path:
+    """`destination(name, dir)` when complete; else `download` it (allow) or raise the one-line
+    `not_downloaded_message` (not allow)."""
+    if is_complete(name, dir):
+        return destination(name, dir)
+    if not allow:
+        raise DownloadError(not_downloaded_message(name, dir))
+    return download(name, dir, callback=callback, **kw)
 
 
 # ---- CLI ----------------------------------------------------------------------------------------------------

@@ -80,6 +80,9 @@ class DiTFusePipeline:
         self.token_pixels = self.vae_factor * transformer.config.patch_size
         # the position table covers pos_embed_max_size tokens per side: larger requests are clamped to it
         self.largest_side = int(transformer.config.pos_embed_max_size) * self.token_pixels
+        # engine options a caller sets for every call (the ComfyUI pack: offload "layers" + kv_cache "cpu" under
+        # --lowvram / --novram); used by `sample` when a call leaves offload "none" and kv_cache None.
+        self.engine: dict = {}
 
     # ---- loading -------------------------------------------------------------------------------------
     @classmethod
@@ -223,6 +226,8 @@ class DiTFusePipeline:
             h, w = (x * self.vae_factor for x in latent_size)
             raise ValueError(f"an output of {w}×{h} px is larger than {self.name} supports ({self.largest_side} px "
                              "per side, its position table); use a smaller latent or max_side")
+        if offload == "none" and kv_cache is None and self.engine:
+            kv_cache, offload = self.engine.get("kv_cache"), self.engine.get("offload", "none")
         noise = sampler.initial_noise(seed, len(branches), (self.transformer.config.in_channels, *latent_size))
         return sampler.sample(self.transformer, branches, noise, **self.sampling(steps, cfg, img_cfg),
                               use_cache=use_cache, batch_branches=batch_branches, progress=progress,

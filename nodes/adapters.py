@@ -8,6 +8,9 @@ Model folder layout (ComfyUI's `models/ditfuse`, plus any `ditfuse:` path of ext
     models/ditfuse/<group>/<name>/    the same one level deeper (e.g. models/ditfuse/Shitao/OmniGen-v1)
     models/ditfuse/loras/<file>       a LoRA file (.safetensors; pickled .bin/.pt files are never loaded)
     models/ditfuse/loras/<folder>/    a LoRA folder (e.g. adapter_config.json + adapter_model.safetensors)
+
+The lists also offer the models `ditfuse download` knows (OmniGen-v1, the DiTFuse LoRA) before they are there:
+the Loader downloads them into the first root when its download_if_missing is on (`fetch_missing`).
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ditfuse_core import examples, prompts
+from ditfuse_core import download, examples, prompts
 
 FOLDER_KEY = "ditfuse"
 LORA_SUBDIR = "loras"
@@ -86,7 +89,7 @@ def list_models(roots: list[str | os.PathLike]) -> list[str]:
                 found += [f"{child.name}/{g.name}" for g in sorted(child.iterdir())
                           if is_model_folder(g) and inside(root, f"{child.name}/{g.name}") is not None]
     out = [bundled_choice()]
-    for name in found:
+    for name in [*found, *download.offered("model")]:
         if name not in out:
             out.append(name)
     return out
@@ -102,7 +105,7 @@ def list_loras(roots: list[str | os.PathLike]) -> list[str]:
             if (not child.name.startswith(".") and _is_lora(child) and child.name not in out
                     and inside(base, child.name) is not None):
                 out.append(child.name)
-    return out
+    return out + [n for n in download.offered("lora") if n not in out]
 
 
 def inside(root: str | os.PathLike, name: str) -> Path | None:
@@ -138,6 +141,45 @@ def resolve_lora(name: str, roots) -> Path | None:
     raise FileNotFoundError(lora_missing_message(name, roots))
 
 
+def _found(kind: str, name: str, roots) -> bool:
+    try:
+        (resolve_model if kind == "model" else resolve_lora)(name, roots)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def downloadable_missing(kind: str, name: str, roots) -> str | None:
+    """The known model (`ditfuse_core.download.MODELS`) behind a listed `name` that is in no root yet, else None."""
+    known = download.offered(kind).get(name)
+    return known if known is not None and not _found(kind, name, roots) else None
+
+
+def fetch_missing(kind: str, name: str, roots, allow: bool, callback=None) -> None:
+    """The "download if missing" step before resolving: a listed downloadable `name` that is in no root is
+    downloaded into the first root (allow), else a `DownloadError` naming `ditfuse download … --dir <root>`.
+    Anything else is left to resolve_model / resolve_lora."""
+    known = downloadable_missing(kind, name, roots)
+    if known is None:
+        return
+    if not roots:
+        raise FileNotFoundError((model_missing_message if kind == "model" else lora_missing_message)(name, roots))
+    download.ensure(known, roots[0], allow, callback)
+
+
+def check_choice(kind: str, name: str, roots, allow: bool) -> bool | str:
+    """The Loader's submit check of model / lora: True, or the message (not found; or downloadable, missing and
+    download_if_missing off: the `ditfuse download` command)."""
+    known = download.offered(kind).get(name)
+    if known is not None and roots and not _found(kind, name, roots):
+        return True if allow else f"DiTFuse {kind} '{name}': {download.not_downloaded_message(known, roots[0])}"
+    try:
+        (resolve_model if kind == "model" else resolve_lora)(name, roots)
+    except FileNotFoundError as e:
+        return str(e)
+    return True
+
+
 def model_missing_message(name: str, roots) -> str:
     where = ", ".join(str(r) for r in roots) or "(no models/ditfuse folder registered)"
     return (f"DiTFuse model '{name}' was not found. Put the model folder (original OmniGen-v1 or diffusers "
@@ -147,6 +189,18 @@ def model_missing_message(name: str, roots) -> str:
 def lora_missing_message(name: str, roots) -> str:
     where = ", ".join(str(Path(r) / LORA_SUBDIR) for r in roots) or "(no models/ditfuse folder registered)"
     return f"DiTFuse LoRA '{name}' was not found. Put the LoRA file or folder in one of: {where}; or choose 'none'."
+
+
+# ---- low VRAM ---------------------------------------------------------------------------------------------
+LOW_VRAM_STATES = ("LOW_VRAM", "NO_VRAM")  # comfy.model_management.VRAMState names (0.3.x … current)
+LOW_VRAM_ENGINE = {"offload": "layers", "kv_cache": "cpu"}
+
+
+def engine_for_vram_state(state_name: str | None) -> dict:
+    """The engine options for ComfyUI's VRAM state (`comfy.model_management.vram_state.name`): --lowvram
+    (LOW_VRAM) and --novram (NO_VRAM) keep the transformer blocks on the offload device, each moved to the GPU
+    just in time, and the KV cache on the CPU; every other state ({}) loads the model whole."""
+    return dict(LOW_VRAM_ENGINE) if state_name in LOW_VRAM_STATES else {}
 
 
 # ---- images ---------------------------------------------------------------------------------------------

@@ -54,21 +54,23 @@ def validate(combos: dict | None = None, **values) -> bool | str:
     return True
 
 
-def validator(numbers=(), combos: dict | None = None, extra: dict | None = None):
+def validator(numbers=(), combos: dict | None = None, extra: dict | None = None, context=()):
     """A node's validate_inputs taking exactly the inputs the pack must check itself. ComfyUI repeats a failed
     validate_inputs' message on every input it takes, and skips its own checks (min/max; from 0.7 the combo
     list) for them; so it takes the numbers NaN slips through (cfg, img_cfg, strengths) or whose range ComfyUI
     cannot express (max_side 1…15), the combos only where ComfyUI does not check them (< 0.7), and `extra`
-    {name: check(value) → True or a message}. `combos`: {name: options or a function giving them}."""
+    {name: check(value) → True or a message}. `combos`: {name: options or a function giving them}. `context`:
+    names of further inputs taken and passed to every `extra` check as keywords (check(value, **context))."""
     import inspect
 
     combos = {} if CORE_CHECKS_COMBOS else dict(combos or {})
     extra = dict(extra or {})
-    names = [*numbers, *combos, *extra]
+    names = [*numbers, *combos, *extra, *(n for n in context if n not in extra)]
 
     def validate_inputs(cls, **values):
+        ctx = {n: values.get(n) for n in context}
         for name, check in extra.items():
-            if values.get(name) is not None and (msg := check(values[name])) is not True:
+            if values.get(name) is not None and (msg := check(values[name], **ctx)) is not True:
                 return msg
         options = {k: (values.get(k), o() if callable(o) else o) for k, o in combos.items()}
         return validate(options, **{k: values.get(k) for k in numbers})

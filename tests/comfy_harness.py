@@ -218,19 +218,26 @@ def free_port() -> int:
 class ComfyServer:
     """`main.py --cpu --listen 127.0.0.1` with the pack loaded from outside ComfyUI's folder."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None):
+    def __init__(self, port: int | None = None, log_path: Path | None = None, env: dict | None = None,
+                 extra_yaml: Path | None = None, args: tuple[str, ...] = ()):
+        """env: variables set on top of this process's (HF_HUB_OFFLINE is 1 unless given); extra_yaml: instead of
+        the harness's extra_model_paths.yaml; args: more main.py arguments (e.g. --lowvram)."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or (HOME / f"server-{self.port}.log")
         self.proc: subprocess.Popen | None = None
+        self.env, self.extra_yaml, self.args = dict(env or {}), extra_yaml or EXTRA_YAML, tuple(args)
 
     def start(self, timeout: float = 180.0) -> ComfyServer:
         env = dict(os.environ)
         env["HF_HUB_OFFLINE"] = "1"
+        env.update(self.env)
         env["PYTHONPATH"] = os.pathsep.join(p for p in [env.get("PYTHONPATH", ""), str(STUBS)] if p)
-        cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-               "--disable-auto-launch", "--extra-model-paths-config", str(EXTRA_YAML),
-               "--output-directory", str(HOME / "output"), "--input-directory", str(HOME / "input")]
+        # --lowvram / --novram / --gpu-only exclude --cpu (argparse): those runs use the GPU
+        cpu = [] if {"--lowvram", "--novram", "--gpu-only"} & set(self.args) else ["--cpu"]
+        cmd = [sys.executable, "main.py", *cpu, "--listen", "127.0.0.1", "--port", str(self.port),
+               "--disable-auto-launch", "--extra-model-paths-config", str(self.extra_yaml),
+               "--output-directory", str(HOME / "output"), "--input-directory", str(HOME / "input"), *self.args]
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=COMFY_DIR, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)

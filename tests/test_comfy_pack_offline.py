@@ -70,7 +70,8 @@ def test_model_and_lora_discovery(tmp_path):
     models = A.list_models([r1, r2, tmp_path / "missing"])
     assert models[0] == A.bundled_choice()
     assert models[1:] == ["OmniGen-v1", "Shitao/OmniGen-v1-copy", "omnigen-diffusers"]
-    assert A.list_loras([r1, r2]) == ["none", "ditfuse_lora", "extra.safetensors"]
+    # the downloadable ones are offered too, after what is there (OmniGen-v1 is there already: listed once)
+    assert A.list_loras([r1, r2]) == ["none", "ditfuse_lora", "extra.safetensors", "DiTFuse"]
 
     assert A.resolve_model(A.bundled_choice(), [r1]) is None
     assert A.resolve_model("omnigen-diffusers", [r1, r2]) == r2 / "omnigen-diffusers"
@@ -103,8 +104,38 @@ def test_model_and_lora_names_never_leave_the_registered_folders(tmp_path):
         with pytest.raises(FileNotFoundError, match="was not found"):
             A.resolve_lora(name, [root])
     assert A.resolve_lora("ok.safetensors", [root]) == (root / "loras" / "ok.safetensors").resolve()
-    assert A.list_loras([root]) == ["none", "ok.safetensors"]
+    assert A.list_loras([root]) == ["none", "ok.safetensors", "DiTFuse"]
     assert "linked-out" not in A.list_models([root])
+
+
+def test_downloadable_models_are_listed_before_they_exist_and_checked(tmp_path, monkeypatch):
+    """OmniGen-v1 and the DiTFuse LoRA are offered on a fresh models folder; with download_if_missing off the
+    check (and the run) names the `ditfuse download` command and the first folder; on, the run downloads into
+    the first folder (the download itself: tests/test_download.py, and the ComfyUI run in
+    tests/test_comfy_download.py)."""
+    from ditfuse_core import download as dl
+
+    r1, r2 = tmp_path / "first" / "ditfuse", tmp_path / "second" / "ditfuse"
+    assert A.list_models([r1, r2]) == [A.bundled_choice(), "OmniGen-v1"]
+    assert A.list_loras([r1, r2]) == ["none", "DiTFuse"]
+    for kind, name, known in (("model", "OmniGen-v1", "omnigen-v1"), ("lora", "DiTFuse", "ditfuse-lora")):
+        msg = A.check_choice(kind, name, [r1, r2], allow=False)
+        assert msg == (f"DiTFuse {kind} '{name}': {dl.spec(known).repo} is not downloaded: run `ditfuse download "
+                       f"{known} --dir {r1}` (it goes to {r1 / dl.spec(known).folder}), or turn on "
+                       f"download_if_missing in DiTFuse Model Loader"), msg
+        assert A.check_choice(kind, name, [r1, r2], allow=True) is True
+        with pytest.raises(dl.DownloadError, match=f"run `ditfuse download {known} --dir {r1}`"):
+            A.fetch_missing(kind, name, [r1, r2], allow=False)
+        calls = []
+        monkeypatch.setattr(dl, "download", lambda n, d, **kw: calls.append((n, d)))
+        A.fetch_missing(kind, name, [r1, r2], allow=True)
+        assert calls == [(known, r1)]
+        monkeypatch.undo()
+    # a name that is not downloadable is checked as before; one that is there (second folder) is not fetched
+    assert "was not found" in A.check_choice("model", "nope", [r1], allow=True)
+    _model(r2, "OmniGen-v1", "original")
+    assert A.check_choice("model", "OmniGen-v1", [r1, r2], allow=False) is True
+    A.fetch_missing("model", "OmniGen-v1", [r1, r2], allow=False)
 
 
 def test_bundled_model_choice_points_at_a_model():
@@ -167,3 +198,12 @@ def test_sampling_signature_matches_core_contract():
     params = inspect.signature(DiTFusePipeline.sample).parameters
     for p in ("seed", "steps", "cfg", "img_cfg", "latent_size", "progress"):
         assert p in params
+
+
+def test_low_vram_states_map_to_layer_offload():
+    """ComfyUI's --lowvram / --novram (VRAMState LOW_VRAM / NO_VRAM) → the engine's offload "layers" with the
+    KV cache on the CPU; every other state loads the model whole (nodes/README.md "Memory")."""
+    for state in ("LOW_VRAM", "NO_VRAM"):
+        assert A.engine_for_vram_state(state) == {"offload": "layers", "kv_cache": "cpu"}
+    for state in ("DISABLED", "NORMAL_VRAM", "HIGH_VRAM", "SHARED", None):
+        assert A.engine_for_vram_state(state) == {}

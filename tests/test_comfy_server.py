@@ -11,7 +11,8 @@ import pytest
 import comfy_harness as H
 
 OUR_NODES = {
-    "DiTFuseModelLoader": (["model", "lora", "lora_strength", "dtype", "offload", "weights"], ["DITFUSE_MODEL"]),
+    "DiTFuseModelLoader": (["model", "lora", "lora_strength", "dtype", "offload", "weights", "download_if_missing"],
+                           ["DITFUSE_MODEL"]),
     "DiTFuseFuse": (["model", "image_1", "image_2", "task", "instruction", "seed", "steps", "cfg", "img_cfg",
                      "max_side"], ["IMAGE"]),
     "DiTFuseControl": (["model", "image_1", "adjustment", "instruction", "seed", "steps", "cfg", "img_cfg",
