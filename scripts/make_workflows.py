@@ -55,7 +55,7 @@ CARD_CAPTION = "needs the real DiTFuse weights"
 def loader(bundled: str):
     return ("loader", "DiTFuseModelLoader",
             {"model": bundled, "lora": "none", "lora_strength": 1.0, "dtype": "auto", "offload": True,
-             "weights": "auto"})
+             "weights": "auto", "download_if_missing": False})
 
 
 def sampling(**extra):

@@ -48,10 +48,15 @@ def test_light_and_contrast_move_each_example_by_the_documented_amounts(pipe, am
 
 
 def test_without_a_control_subtag_the_control_layer_adds_nothing(pipe):
+    from tools.bundled import control
+
     a, b = [Image.open(p) for p in examples.pair_paths("ivif")]
-    plain = copy.copy(pipe)
+    plain = copy.copy(pipe)  # the same model with the control layer's head and units taken out
     plain.transformer = copy.deepcopy(pipe.transformer)
-    plain.transformer.layers = plain.transformer.layers[1:]
+    layer = plain.transformer.layers[0]
+    with torch.no_grad():
+        layer.self_attn.to_out[0].weight[:, :64] = 0
+        layer.mlp.down_proj.weight[:, :control.UNITS] = 0
     for task in ("ivif", "mff"):
         with_layer = np.asarray(pipe.fuse(a, b, task=task, **SIDE)[0])
         without = np.asarray(plain.fuse(a, b, task=task, **SIDE)[0])

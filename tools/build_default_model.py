@@ -118,6 +118,9 @@ def main(argv=None):
     ap.add_argument("--control", action="store_true",
                     help="with --average-init: put the prompt-gated brightness/contrast layer in front "
                          "(tools/bundled/control.py; amounts measured on the training images)")
+    ap.add_argument("--selection", default=None, metavar="BETA,STRENGTH",
+                    help="with --focus and --control: multi-focus prompts select per token by detail energy instead "
+                         "of the multi-focus filter (tools/bundled/selection.py; chosen on synthetic training pairs: 0.1,0.3)")
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--intermediate", type=int, default=768)
     ap.add_argument("--vae-latent", type=int, default=recipes.TINY_VAE["latent"])
@@ -146,6 +149,8 @@ def main(argv=None):
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if a.selection and not (a.focus and a.control):
+        ap.error("--selection rewrites the multi-focus layers: use it with --focus and --control")
     if a.control and not a.average_init:
         ap.error("--control adds a layer to the constructed transformer: use it with --average-init")
     if a.detail and not a.average_init:
@@ -301,6 +306,11 @@ def main(argv=None):
         from tools.bundled import control
 
         control.main([str(out)])
+        if a.selection:
+            from tools.bundled import selection
+
+            beta, strength = a.selection.split(",")
+            selection.main([str(out), "--beta", beta, "--strength", strength])
         record = json.loads((out / "ditfuse.json").read_text())
     write_card(out, record)
     size = _size_mb(out / "transformer") + _size_mb(out / "vae")
@@ -328,6 +338,14 @@ def split_archive(out: Path, dest: Path, part_mb: int = 15) -> None:
     for i in range(0, len(data), n):
         (dest / f"model.tar.gz.part{i // n:02d}").write_bytes(data[i:i + n])
     print(f"archive {len(data) / 1e6:.1f} MB in {(len(data) + n - 1) // n} parts -> {dest}", flush=True)
+
+
+def _selection_text(c: dict) -> list[str]:
+    return ["For multi-focus prompts the model selects (`tools/bundled/selection.py`): each output token takes the",
+            "two input tokens at its position with softmax weights of β·(detail energy) and adds",
+            f"s·(weighted − average) of their within-token detail to the detail-mapped average (β {c['beta']}, s "
+            f"{c['strength']}, chosen on {c['chosen_on']}); the IVIF/MEF subtags and the control/segmentation tags",
+            "switch it off (equal weights: the average). It replaced the multi-focus filter of the average."]
 
 
 def _control_text(c: dict) -> list[str]:
@@ -408,7 +426,9 @@ def write_card(out: Path, rec: dict) -> None:
                    ["average of the two input images' latents, so a fusion is exactly the latent average, decoded."]),
                  *(["For multi-focus prompts a second layer adds a filter of the average across neighbouring tokens",
                     "(gains per octave band, fitted on training crops: `tools/bundled/focus_map.py`), which",
-                    "the IVIF/MEF subtags and the control/segmentation tags switch off."] if d.get("focus_map") else []),
+                    "the IVIF/MEF subtags and the control/segmentation tags switch off."]
+                   if d.get("focus_map") and not d.get("selection") else []),
+                 *(_selection_text(d["selection"]) if d.get("selection") else []),
                  *(_control_text(d["control"]) if d.get("control") else []),
                  "Training from this starting point is in the recipe (`--average-init` with `--dit-minutes N`); runs",
                  "of up to an hour on this 2-core CPU did not improve on it (see docs/notes/findings.md)."]
