@@ -32,7 +32,7 @@ G_VAL = 30.0
 ALPHA = 1e-3                     # energy scale in the residual (keeps it ≪ the input marker)
 CHANNELS = 3
 ALIGN_GAIN = 3.0
-K_OFF = 1e5                      # how far the energy units' gates sit below zero on tokens without the marker
+K_OFF = 2e4                      # how far the energy units' gates sit below zero on output tokens (≪ fp16 max)
 
 
 def detail_directions(channels: int = CHANNELS) -> torch.Tensor:
