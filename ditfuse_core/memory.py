@@ -5,7 +5,7 @@ An estimate from the shapes, not a measurement: the exact KV cache of the condit
 and values of every branch, as the cache keeps them), one step's activations (the time and output tokens of
 all branches that run together through the widest block: attention projections and the MLP), the largest
 single branch's prefill activations, and the VAE's decode of the output. Attention itself is chunked
-(transformer._sdpa), so no [L, L] score matrix is counted.
+(attention._sdpa), so no [L, L] score matrix is counted.
 """
 from __future__ import annotations
 

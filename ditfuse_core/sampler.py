@@ -14,7 +14,7 @@ import torch
 
 from . import cancel
 from .sequence import Branch
-from .transformer import KV_CACHE
+from .kv_cache import KV_CACHE
 
 BRANCHES = ("cond", "uncond", "img")
 

@@ -12,12 +12,12 @@ choice for the whole batch, so we compute cos/sin per row.
 The cache packs the branches without padding and each row attends to its own keys (no mask); what a step
 shares (RoPE of the time and output tokens, the position table) is computed once per call. For a GPU with
 little memory the cache can be kept in fp8 or on the CPU, and the blocks on the CPU (`offload_layers`), each
-moved to the device just in time (issue #27; options of `sampler.sample`).
+moved to the device just in time (issue #27; options of `sampler.sample`). The cache is `kv_cache.KVCache`, the
+attention kernels `attention`.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -25,110 +25,9 @@ from diffusers import OmniGenTransformer2DModel
 from diffusers.loaders import PeftAdapterMixin
 
 from . import cancel
+from .attention import ConditionMask, _active_heads, _attention, _cached_attention, _repeat_kv
+from .kv_cache import FP8, KV_CACHE, KVCache
 from .sequence import Branch
-
-# Attention is split into chunks of query rows so that Cancel (`cancel.check()` between chunks) is honoured within
-# a layer: one layer of the bundled model at 2048 px is 6-15 s of attention on a 2-core CPU. A chunk is at most
-# CHUNK_WORK (query rows × keys × heads × head dim; 2**33 is ~0.3 s there, unloaded); accelerators split only
-# attentions far larger than OmniGen's at 1024 px. Rows attend independently: the result is unchanged
-# (bit-identical on CPU). Chunks are multiples of 256 rows, and at least 768: PyTorch's CPU flash attention uses
-# 256-row query blocks only from 768 rows up and runs ~20 % slower on smaller calls.
-CHUNK_WORK = {"cpu": 2**33}
-CHUNK_WORK_ACCELERATOR = 2**40
-CHUNK_ROWS, MIN_CHUNK_ROWS = 256, 768
-
-
-FP8 = torch.float8_e4m3fn
-FP8_MAX = 448.0
-KV_CACHE = ("device", "fp8", "cpu")
-
-
-@dataclass
-class KVCache:
-    """Per-layer keys/values of the condition tokens of a batch of branch rows.
-
-    `prefill` packs the rows without padding: keys[i] / values[i] are flat, row b is a contiguous
-    [1, Hkv, lengths[b], hd] block from token offsets[b] on (`kv_shape` = (Hkv, hd)); padding to the longest
-    row cost ~50 % more memory at 1024², and the rows are attended one by one anyway. With offsets None the
-    layout is [B, Hkv, Lmax, hd], right-padded (row b = its first lengths[b] keys). Storage may be fp8
-    (`key_scales` / `value_scales`: per layer [B, Hkv] power-of-two factors, so the upcast is exact) or the
-    CPU; `join` brings a row to the compute device and dtype, one layer at a time."""
-
-    keys: list[torch.Tensor]
-    values: list[torch.Tensor]
-    valid: torch.Tensor | None = None  # [B, Lmax] of a padded cache; unused: rows are sliced, never masked
-    lengths: list[int] = field(default_factory=list)
-    offsets: list[int] | None = None
-    kv_shape: tuple[int, int] | None = None
-    key_scales: list[torch.Tensor] | None = None
-    value_scales: list[torch.Tensor] | None = None
-    plans: dict = field(default_factory=dict)  # per output size: step RoPE and position embedding
-    _work: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)  # see join
-
-    def _span(self, store: list[torch.Tensor], layer: int, b: int) -> torch.Tensor:
-        """Row b of one layer, [1, Hkv, L, hd] (contiguous when packed: one block to copy or upcast)."""
-        length = self.lengths[b]
-        if self.offsets is None:
-            return store[layer][b : b + 1, :, :length]
-        kvh, hd = self.kv_shape
-        a = self.offsets[b] * kvh * hd
-        return store[layer][a : a + length * kvh * hd].view(1, kvh, length, hd)
-
-    def put(self, layer: int, b: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store row b's keys/values [1, Hkv, L, hd] of one layer (in place: no second copy of the cache)."""
-        for store, scales, x in ((self.keys, self.key_scales, k), (self.values, self.value_scales, v)):
-            if scales is not None:
-                x, scales[layer][b] = _fp8(x)
-            self._span(store, layer, b).copy_(x, non_blocking=True)
-
-    def join(self, layer: int, b: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Row b's cached keys/values followed by the new ones k, v [1, Hkv, Ln, hd], on their device and in
-        their dtype, in a working buffer that the next row and layer reuse (an fp8 or CPU row is upcast or
-        copied here, just in time; a CPU allocator would otherwise fault in fresh pages for each)."""
-        lc = self.lengths[b]
-        shape = (1, k.shape[1], lc + k.shape[2], k.shape[3])
-        numel = math.prod(shape)
-        w = self._work
-        if w is None or w[0].numel() < numel or w[0].dtype != k.dtype or w[0].device != k.device:
-            size = math.prod((1, k.shape[1], max(self.lengths) + k.shape[2], k.shape[3]))
-            self._work = (k.new_empty(size), v.new_empty(size))
-        out = []
-        for buf, store, scales, new in ((self._work[0], self.keys, self.key_scales, k),
-                                        (self._work[1], self.values, self.value_scales, v)):
-            full = buf[:numel].view(shape)
-            head = full[:, :, :lc]
-            head.copy_(self._span(store, layer, b), non_blocking=True)
-            if scales is not None:
-                head.mul_(scales[layer][b].to(full.dtype)[None, :, None, None])
-            full[:, :, lc:] = new
-            out.append(full)
-        return out[0], out[1]
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the cached keys/values (wherever they are; not the working buffer of one row)."""
-        ts = [*self.keys, *self.values, *(self.key_scales or []), *(self.value_scales or [])]
-        return sum(t.numel() * t.element_size() for t in ts)
-
-
-def _fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fp8 [1, H, L, hd], per-head scale [H]) with x ≈ fp8 × scale; scale = 2^ceil(log2(amax / 448)) so that
-    the division and the upcast are exact and no head overflows."""
-    amax = x.abs().amax(dim=(0, 2, 3)).float()
-    scale = torch.where(amax > 0, torch.exp2(torch.ceil(torch.log2(amax / FP8_MAX))), torch.ones_like(amax))
-    return (x.float() / scale[None, :, None, None]).to(FP8), scale
-
-
-@dataclass
-class ConditionMask:
-    """The condition tokens' mask (`sequence.condition_mask`: causal, each image span sees itself whole),
-    never materialised: a query in an image span [s, e) sees keys [0, e), no mask needed; text queries
-    see the keys up to themselves. A [L, L] bool mask at 1024 px is 67 M entries, and SDPA is much slower
-    under it than over unmasked image blocks."""
-
-    spans: list[tuple[int, int]]
-    length: int
-
 
 class _BlockOffload:
     """Sequential offload: each block's parameters and buffers live on the CPU (pinned for CUDA) and are copied
@@ -432,96 +331,12 @@ def run_block(block, h, cos, sin, mask, past: tuple[KVCache, int] | None = None,
     return h, k, v
 
 
-def _active_heads(attn, hd: int) -> torch.Tensor | None:
-    """The heads whose value or output weights are not all zero, or None when all are (or when the weights are
-    wrapped: LoRA, fp8 storage). A head with zero values or zero output columns adds exactly nothing, so its
-    attention is skipped (exact; constructed models have such heads, trained ones do not). Checked each call:
-    the weights of plain layers are four small reads, and a later weight change is seen at once."""
-    to_v, to_out = attn.to_v, attn.to_out[0]
-    plain = all(type(m) is torch.nn.Linear and m.bias is None for m in (attn.to_q, attn.to_k, to_v))
-    if not plain or type(to_out) is not torch.nn.Linear or to_v.weight.shape[0] != attn.heads * hd \
-            or attn.to_k.weight.shape[0] != attn.heads * hd:  # grouped-query attention: not skipped
-        return None
-    used = (to_v.weight.view(attn.heads, -1).ne(0).any(1)
-            & to_out.weight.view(to_out.weight.shape[0], attn.heads, hd).ne(0).any(2).any(0))
-    if bool(used.all()):
-        return None
-    return used.nonzero().flatten()
-
-
 def _mlp(mlp, x, inplace: bool):
     """diffusers' OmniGenFeedForward (down(up · silu(gate))), the product formed in silu's output when allowed."""
     if not inplace:
         return mlp(x)
     gate, up = mlp.gate_up_proj(x).chunk(2, dim=-1)
     return mlp.down_proj(mlp.activation_fn(gate).mul_(up))
-
-
-def _repeat_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """Grouped-query attention: repeat each key/value head for its query heads (OmniGen-v1 has none)."""
-    return x if x.shape[1] == heads else x.repeat_interleave(heads // x.shape[1], dim=1)
-
-
-def _cached_attention(q, k, v, cache: KVCache, layer: int, heads: torch.Tensor | None = None) -> torch.Tensor:
-    """Row b's queries against cache row b ‖ row b's new keys, one row at a time (rows have their own
-    lengths: no padding, no mask): the first new token (the time token) sees the cache and itself, the others
-    everything. heads: the key/value heads q's heads attend (`_active_heads`), None = all. Returns [B, Lq, H, hd]."""
-    bsz, n_heads, lq, hd = q.shape
-    out = q.new_empty(bsz, lq, n_heads, v.shape[-1])
-    for b in range(bsz):
-        kb, vb = cache.join(layer, b, k[b : b + 1], v[b : b + 1])
-        if heads is not None:
-            kb, vb = kb[:, heads], vb[:, heads]
-        kb, vb = _repeat_kv(kb, n_heads), _repeat_kv(vb, n_heads)
-        tk = kb.shape[2] - lq + 1
-        out[b : b + 1, :1] = _sdpa(q[b : b + 1, :, :1], kb[:, :, :tk], vb[:, :, :tk]).transpose(1, 2)
-        out[b : b + 1, 1:] = _sdpa(q[b : b + 1, :, 1:], kb, vb).transpose(1, 2)
-    return out
-
-
-def _attention(q, k, v, mask: torch.Tensor | ConditionMask) -> torch.Tensor:
-    """SDPA under a [B, Lq, Lk] bool mask or a ConditionMask (block by block); [B, Lq, H, hd]."""
-    if isinstance(mask, ConditionMask):
-        return _condition_attention(q, k, v, mask)
-    return _sdpa(q, k, v, mask[:, None]).transpose(1, 2)
-
-
-def _condition_attention(q, k, v, mask: ConditionMask) -> torch.Tensor:
-    """Condition tokens' attention by blocks: each image span against all keys up to its end (unmasked),
-    each run of text between them causal against the keys up to its end. Returns [B, L, H, hd]."""
-    blocks, start = [], 0
-    for s, e in mask.spans:
-        if s > start:
-            blocks.append((start, s, True))
-        blocks.append((s, e, False))
-        start = e
-    if start < mask.length:
-        blocks.append((start, mask.length, True))
-    bsz, heads, lq, _ = q.shape
-    out = q.new_empty(bsz, lq, heads, v.shape[-1])
-    for a, b, causal in blocks:
-        m = None
-        if causal:  # row i (position a + i) sees keys j ≤ a + i
-            m = torch.arange(b, device=q.device)[None, :] <= torch.arange(a, b, device=q.device)[:, None]
-        out[:, a:b] = _sdpa(q[:, :, a:b], k[:, :, :b], v[:, :, :b], m).transpose(1, 2)
-    return out
-
-
-def _sdpa(q, k, v, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """SDPA over chunks of query rows (at most CHUNK_WORK each), with `cancel.check()` before each chunk.
-    mask broadcasts against [B, H, Lq, Lk]; a mask with a query dimension is cut with the rows."""
-    bsz, heads, lq, hd = q.shape
-    work = CHUNK_WORK.get(q.device.type, CHUNK_WORK_ACCELERATOR)
-    rows = max(MIN_CHUNK_ROWS, work // (bsz * heads * k.shape[2] * hd) // CHUNK_ROWS * CHUNK_ROWS)
-    if rows >= lq:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    per_row = mask is not None and mask.shape[-2] != 1
-    out = q.new_empty(bsz, lq, heads, v.shape[-1]).transpose(1, 2)  # SDPA's own layout: callers transpose back
-    for a in range(0, lq, rows):
-        cancel.check()
-        m = mask[..., a : a + rows, :] if per_row else mask
-        out[:, :, a : a + rows] = F.scaled_dot_product_attention(q[:, :, a : a + rows], k, v, attn_mask=m)
-    return out
 
 
 def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ditfuse_core import cancel, examples, transformer as T
+from ditfuse_core import attention, cancel, examples, transformer as T
 from ditfuse_core.pipeline import DiTFusePipeline
 from ditfuse_core.tiny import save_diffusers_folder, tiny_transformer, tiny_vae
 
@@ -89,9 +89,9 @@ def test_checks_between_layers_steps_and_vae_convolutions(tiny_pipe):
 def test_chunked_attention_checks_between_chunks_and_changes_nothing(tiny_pipe, monkeypatch):
     a, b = _pair()
     plain = tiny_pipe.fuse([a], [b], seed=1, steps=2, max_side=64)
-    monkeypatch.setitem(T.CHUNK_WORK, "cpu", 1)
-    monkeypatch.setattr(T, "CHUNK_ROWS", 1)
-    monkeypatch.setattr(T, "MIN_CHUNK_ROWS", 3)  # 3-row chunks
+    monkeypatch.setitem(attention.CHUNK_WORK, "cpu", 1)
+    monkeypatch.setattr(attention, "CHUNK_ROWS", 1)
+    monkeypatch.setattr(attention, "MIN_CHUNK_ROWS", 3)  # 3-row chunks
     seen = Counter()
     with cancel.watch(_callers(seen)):
         chunked = tiny_pipe.fuse([a], [b], seed=1, steps=2, max_side=64)

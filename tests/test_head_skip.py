@@ -1,4 +1,4 @@
-"""Heads whose values or output columns are all zero are skipped (ditfuse_core.transformer._active_heads): the
+"""Heads whose values or output columns are all zero are skipped (ditfuse_core.attention._active_heads): the
 result must be what the full computation gives."""
 import numpy as np
 import torch
