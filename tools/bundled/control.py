@@ -82,9 +82,10 @@ def _latents(vae, patch: int):
     return u.reshape(-1), zg.to(torch.float64).reshape(-1)
 
 
-def _slot(attn, head: int, slot: int, q_dims: dict, k_dims: dict, ms: float) -> None:
-    """One non-rotating slot of ``head``: q = Σ q_dims[d]·x_d, k = Σ k_dims[d]·x_d (weights already scaled)."""
-    row = head * HEAD_DIM + _nope_slots()[slot]
+def slot(attn, head: int, index: int, q_dims: dict, k_dims: dict) -> None:
+    """One non-rotating slot of ``head`` (also `selection`'s): q = Σ q_dims[d]·x_d, k = Σ k_dims[d]·x_d (weights
+    already scaled, `_marker_gain`); the row's other weights are cleared."""
+    row = head * HEAD_DIM + _nope_slots()[index]
     attn.to_q.weight[row] = 0
     attn.to_k.weight[row] = 0
     for d, w in q_dims.items():
@@ -156,8 +157,8 @@ def add_control(model, vae, tokenizer, amounts: dict, seed: int = 0):
     # one head: input queries → the subtag's kind and sign tokens (equal logits: a doubled sign's two dims of
     # √(HIDDEN/2) count 1 + (√2 − 1), so its key matches a single dim's √HIDDEN), each taking half the weight;
     # every image/time query (and an input query without a control subtag) → BOS, whose value is 0
-    _slot(attn, 0, 0, {M_IN[0]: b_sink, M_OUT[0]: b_sink, M_T[0]: b_sink}, {FREE[0]: b_sink}, ms)
-    _slot(attn, 0, 1, {M_IN[0]: b_ctl}, {L: b_ctl, C: b_ctl, P: b_ctl, N: b_ctl, D: (math.sqrt(2) - 1) * b_ctl}, ms)
+    slot(attn, 0, 0, {M_IN[0]: b_sink, M_OUT[0]: b_sink, M_T[0]: b_sink}, {FREE[0]: b_sink})
+    slot(attn, 0, 1, {M_IN[0]: b_ctl}, {L: b_ctl, C: b_ctl, P: b_ctl, N: b_ctl, D: (math.sqrt(2) - 1) * b_ctl})
     # values → flags, ×2 for the half weight (1.0 for a single-dim token; P/N 1/√2 and D 1 for the doubled signs)
     v, o = attn.to_v.weight, attn.to_out[0].weight
     for j, (src, scale) in enumerate(((L, one), (C, one), (P, one), (N, one), (D, two))):

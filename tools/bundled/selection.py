@@ -24,8 +24,9 @@ import math
 
 import torch
 
-from .average_init import B_SINK, FREE, HEAD_DIM, HIDDEN, M_IN, M_OUT, M_T, MARGIN, MARK_IN, RATIO, S
+from .average_init import B_SINK, FREE, HEAD_DIM, HIDDEN, M_IN, M_OUT, M_T, MARGIN, MARK_IN, RATIO
 from .average_init import _content_basis, _marker_gain, _nope_slots, _rms
+from .control import slot
 
 G_DIM, E_DIM = FREE[2], FREE[3]  # output tokens: the gate flag; input tokens: the detail energy
 G_VAL = 30.0
@@ -73,8 +74,8 @@ def _widen_mlps(model, extra: int) -> int:
     return old
 
 
-def _row(attn, head: int, slot: int) -> int:
-    return head * HEAD_DIM + _nope_slots()[slot]
+def _row(head: int, index: int) -> int:
+    return head * HEAD_DIM + _nope_slots()[index]
 
 
 @torch.no_grad()
@@ -105,12 +106,8 @@ def add_selection(model, beta: float, strength: float, seed: int = 0, align_gain
     attn.to_out[0].weight[:, h4] = 0
     b_sink = _marker_gain(B_SINK, n_in, sink_val, ms)
     b_gate = _marker_gain(B_SINK + MARGIN, n_out, sink_val, ms)
-    r0, r1 = _row(attn, 4, 0), _row(attn, 4, 1)
-    for d in (M_IN[0], M_OUT[0], M_T[0]):
-        attn.to_q.weight[r0, d] = b_sink
-    attn.to_k.weight[r0, FREE[0]] = b_sink
-    attn.to_q.weight[r1, M_OUT[0]] = b_gate
-    attn.to_k.weight[r1, FREE[1]] = b_gate
+    slot(attn, 4, 0, {M_IN[0]: b_sink, M_OUT[0]: b_sink, M_T[0]: b_sink}, {FREE[0]: b_sink})  # → BOS (value 0)
+    slot(attn, 4, 1, {M_OUT[0]: b_gate}, {FREE[1]: b_gate})  # output queries → a gate token when there is one
     attn.to_v.weight[4 * HEAD_DIM, FREE[1]] = 1.0 / sink_val
     attn.to_out[0].weight[G_DIM, 4 * HEAD_DIM] = G_VAL
     # ---- layer 0's MLP (the control layer's, widened): the input tokens' detail energy. Not layer 1's: there the
@@ -135,14 +132,9 @@ def add_selection(model, beta: float, strength: float, seed: int = 0, align_gain
     switch = 24 + 1
     b_act = _marker_gain(beta, n_out, ALPHA / rms_in, ms)  # logit β·e for q = n_out, k = α·e / rms_in
     for h in range(4):
-        for slot in range(switch):
-            attn.to_q.weight[_row(attn, h, slot)] *= align_gain
-        r = _row(attn, h, switch)
-        attn.to_q.weight[r] = 0
-        attn.to_k.weight[r] = 0
-        attn.to_q.weight[r, M_OUT[0]] = b_act
-        attn.to_q.weight[r, G_DIM] = -b_act * mark_out / G_VAL
-        attn.to_k.weight[r, E_DIM] = b_act
+        for index in range(switch):
+            attn.to_q.weight[_row(h, index)] *= align_gain
+        slot(attn, h, switch, {M_OUT[0]: b_act, G_DIM: -b_act * mark_out / G_VAL}, {E_DIM: b_act})
     attn.to_v.weight[:256] = f32(X @ E.T)
 
 
