@@ -35,18 +35,21 @@ class ConditionMask:
 def _active_heads(attn, hd: int) -> torch.Tensor | None:
     """The heads whose value or output weights are not all zero, or None when all are (or when the weights are
     wrapped: LoRA, fp8 storage). A head with zero values or zero output columns adds exactly nothing, so its
-    attention is skipped (exact; constructed models have such heads, trained ones do not). Checked each call:
-    the weights of plain layers are four small reads, and a later weight change is seen at once."""
+    attention is skipped (exact; constructed models have such heads, trained ones do not). Remembered per module
+    until its weights change (tensor versions and storage): no scan and no device sync per layer and step."""
     to_v, to_out = attn.to_v, attn.to_out[0]
     plain = all(type(m) is torch.nn.Linear and m.bias is None for m in (attn.to_q, attn.to_k, to_v))
     if not plain or type(to_out) is not torch.nn.Linear or to_v.weight.shape[0] != attn.heads * hd \
             or attn.to_k.weight.shape[0] != attn.heads * hd:  # grouped-query attention: not skipped
         return None
-    used = (to_v.weight.view(attn.heads, -1).ne(0).any(1)
-            & to_out.weight.view(to_out.weight.shape[0], attn.heads, hd).ne(0).any(2).any(0))
-    if bool(used.all()):
-        return None
-    return used.nonzero().flatten()
+    key = tuple((w._version, w.data_ptr(), w.device) for w in (to_v.weight, to_out.weight))
+    memo = attn.__dict__.get("_ditfuse_active_heads")
+    if memo is None or memo[0] != key:
+        used = (to_v.weight.view(attn.heads, -1).ne(0).any(1)
+                & to_out.weight.view(to_out.weight.shape[0], attn.heads, hd).ne(0).any(2).any(0))
+        memo = (key, None if bool(used.all()) else used.nonzero().flatten())
+        attn.__dict__["_ditfuse_active_heads"] = memo
+    return memo[1]
 
 
 def _repeat_kv(x: torch.Tensor, heads: int) -> torch.Tensor:

@@ -66,3 +66,14 @@ def save_original_folder(folder: Path, model, vae, state: dict | None = None) ->
     (folder / "config.json").write_text(json.dumps(phi3_config(model)))
     vae.save_pretrained(folder / "vae")
     return folder
+
+
+def save_both_layouts(root: Path):
+    """The tiny model (grouped-query attention) as root/original (Phi-3 layout) and root/diffusers; returns
+    (model, vae). The tests that compare the two loaders share it."""
+    from ditfuse_core.tiny import save_diffusers_folder, tiny_transformer, tiny_vae
+
+    model, vae = tiny_transformer(seed=11, kv_heads=2), tiny_vae(seed=12)
+    save_diffusers_folder(root / "diffusers", model, vae)
+    save_original_folder(root / "original", model, vae)
+    return model, vae

@@ -11,9 +11,9 @@ from safetensors.torch import save_file
 from ditfuse_core import lora, prompts, sampler
 from ditfuse_core.checkpoint import detect_format, load_transformer
 from ditfuse_core.pipeline import DiTFusePipeline
-from ditfuse_core.tiny import save_diffusers_folder, tiny_transformer, tiny_vae
+from ditfuse_core.tiny import tiny_vae
 from ditfuse_core.tokenizer import load_tokenizer
-from original_format import original_state_dict, save_original_folder
+from original_format import original_state_dict, save_both_layouts, save_original_folder
 
 RANK, ALPHA = 4, 8  # alpha ≠ rank, so the alpha/r scale is exercised
 
@@ -21,9 +21,7 @@ RANK, ALPHA = 4, 8  # alpha ≠ rank, so the alpha/r scale is exercised
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    model, vae = tiny_transformer(seed=11, kv_heads=2), tiny_vae(seed=12)
-    save_diffusers_folder(root / "diffusers", model, vae)
-    save_original_folder(root / "original", model, vae)
+    model, vae = save_both_layouts(root)
     return root, model, vae
 
 

@@ -9,8 +9,7 @@ import torch
 from ditfuse_core import cli, lora, weight_storage as ws
 from ditfuse_core.checkpoint import load_transformer
 from ditfuse_core.examples import pair_paths
-from ditfuse_core.tiny import save_diffusers_folder, tiny_transformer, tiny_vae
-from original_format import save_original_folder
+from original_format import save_both_layouts
 from test_engine_loading import _random_ditfuse_adapter, _velocity
 
 F32, BF16 = torch.float32, torch.bfloat16
@@ -19,9 +18,7 @@ F32, BF16 = torch.float32, torch.bfloat16
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    model, vae = tiny_transformer(seed=11, kv_heads=2), tiny_vae(seed=12)
-    save_original_folder(root / "original", model, vae)
-    save_diffusers_folder(root / "diffusers", model, vae)
+    model, _ = save_both_layouts(root)
     return root, model
 
 
