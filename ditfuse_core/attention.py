@@ -42,9 +42,12 @@ def _active_heads(attn, hd: int) -> torch.Tensor | None:
     if not plain or type(to_out) is not torch.nn.Linear or to_v.weight.shape[0] != attn.heads * hd \
             or attn.to_k.weight.shape[0] != attn.heads * hd:  # grouped-query attention: not skipped
         return None
-    key = tuple((w._version, w.data_ptr(), w.device) for w in (to_v.weight, to_out.weight))
+    try:
+        key = tuple((w._version, w.data_ptr(), w.device) for w in (to_v.weight, to_out.weight))
+    except RuntimeError:  # inference tensors (weights made under torch.inference_mode, as in ComfyUI) keep no
+        key = None        # version counter: a change cannot be seen, so look each time
     memo = attn.__dict__.get("_ditfuse_active_heads")
-    if memo is None or memo[0] != key:
+    if key is None or memo is None or memo[0] != key:
         used = (to_v.weight.view(attn.heads, -1).ne(0).any(1)
                 & to_out.weight.view(to_out.weight.shape[0], attn.heads, hd).ne(0).any(2).any(0))
         memo = (key, None if bool(used.all()) else used.nonzero().flatten())

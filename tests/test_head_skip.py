@@ -23,3 +23,11 @@ def test_skipping_zero_heads_changes_nothing(monkeypatch):
                       np.asarray(pipe.control(a, b, adjustment="CONTRAST+", **kw)[0], np.int16)]
     for x, y in zip(runs[True], runs[False]):
         assert np.abs(x - y).max() <= 1
+
+
+def test_weights_made_under_inference_mode_are_read_too():
+    """ComfyUI loads models under torch.inference_mode: such tensors keep no version counter."""
+    with torch.inference_mode():
+        pipe = DiTFusePipeline.from_pretrained(None, device="cpu")
+    assert transformer._active_heads(pipe.transformer.layers[0].self_attn, 64).tolist() == [0]
+    assert transformer._active_heads(pipe.transformer.layers[1].self_attn, 64) is None
