@@ -121,6 +121,9 @@ def main(argv=None):
     ap.add_argument("--selection", default=None, metavar="BETA,STRENGTH",
                     help="with --focus and --control: multi-focus prompts select per token by detail energy instead "
                          "of the multi-focus filter (tools/bundled/selection.py; chosen on synthetic training pairs: 0.1,0.3)")
+    ap.add_argument("--exposure", type=float, default=None, metavar="SIGMA",
+                    help="with --selection: exposure prompts weigh each token by its exposure, exp(−(L − 0.5)²/2σ²) "
+                         "(tools/bundled/exposure.py; chosen on synthetic training pairs: 0.2)")
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--intermediate", type=int, default=768)
     ap.add_argument("--vae-latent", type=int, default=recipes.TINY_VAE["latent"])
@@ -149,6 +152,8 @@ def main(argv=None):
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if a.exposure and not a.selection:
+        ap.error("--exposure rides on the selection: use it with --selection")
     if a.selection and not (a.focus and a.control):
         ap.error("--selection rewrites the multi-focus layers: use it with --focus and --control")
     if a.control and not a.average_init:
@@ -311,6 +316,10 @@ def main(argv=None):
 
             beta, strength = a.selection.split(",")
             selection.main([str(out), "--beta", beta, "--strength", strength])
+        if a.exposure:
+            from tools.bundled import exposure
+
+            exposure.main([str(out), "--sigma", str(a.exposure)])
         record = json.loads((out / "ditfuse.json").read_text())
     write_card(out, record)
     size = _size_mb(out / "transformer") + _size_mb(out / "vae")
@@ -346,6 +355,12 @@ def _selection_text(c: dict) -> list[str]:
             f"s·(weighted − average) of their within-token detail to the detail-mapped average (β {c['beta']}, s "
             f"{c['strength']}, chosen on {c['chosen_on']}); the IVIF/MEF subtags and the control/segmentation tags",
             "switch it off (equal weights: the average). It replaced the multi-focus filter of the average."]
+
+
+def _exposure_text(c: dict) -> list[str]:
+    return ["For exposure prompts (`tools/bundled/exposure.py`) the same selection weighs each token by its exposure",
+            f"instead: softmax weights of −(L − {c['centre']})²/(2σ²), L the token's mean luminance (σ {c['sigma']}, chosen",
+            f"on {c['chosen_on']})."]
 
 
 def _control_text(c: dict) -> list[str]:
@@ -429,6 +444,7 @@ def write_card(out: Path, rec: dict) -> None:
                     "the IVIF/MEF subtags and the control/segmentation tags switch off."]
                    if d.get("focus_map") and not d.get("selection") else []),
                  *(_selection_text(d["selection"]) if d.get("selection") else []),
+                 *(_exposure_text(d["exposure"]) if d.get("exposure") else []),
                  *(_control_text(d["control"]) if d.get("control") else []),
                  "Training from this starting point is in the recipe (`--average-init` with `--dit-minutes N`); runs",
                  "of up to an hour on this 2-core CPU did not improve on it (see docs/notes/findings.md)."]
