@@ -96,8 +96,8 @@ class DiTFuseSegment(io.ComfyNode):
             category=CATEGORY,
             description="Instruction-following segmentation: fuses the pair and overlays the class in blue (the "
                         "authors' [SEG] task), plus a MASK where the result turned bluer than the inputs' average; "
-                        "with one image, segments it. Needs the real DiTFuse weights: the bundled model only fuses "
-                        "(its mask is empty).",
+                        "with one image, segments it. Needs the real DiTFuse weights: the bundled model fuses "
+                        "without an overlay (its mask is empty).",
             inputs=[
                 DiTFuseModelType.Input("model", tooltip=MODEL_TIP),
                 io.Image.Input("image_1", tooltip=IMAGE_1_TIP),

@@ -35,20 +35,21 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 NOTE = (
     "## DiTFuse\n"
-    "Runs out of the box with the bundled **ditfuse-tiny** model (small and fast: it fuses by averaging the inputs' latents) and the "
-    "bundled example pair.\n\n"
+    "Runs out of the box with the bundled **ditfuse-tiny** model (small and fast, constructed, not trained: each "
+    "part of the result comes more from the input with more detail, or the better-exposed one, and control "
+    "prompts brighten, darken or change contrast by fixed amounts) and the bundled example pair.\n\n"
     "For real results put **OmniGen-v1** (original folder or diffusers format) in `models/ditfuse/` and the "
     "**DiTFuse LoRA** in `models/ditfuse/loras/` and pick them in *DiTFuse Model Loader*: nothing else changes. "
     "Sampling is left at *model default* (steps 0, cfg and img_cfg -1), so each model runs with its own settings "
-    "(OmniGen-v1 + DiTFuse: the authors' 50 steps, cfg 2.0, img_cfg 1.6, 1024 px). Control and segmentation need "
-    "the real weights: the bundled model only fuses.\n\n"
+    "(OmniGen-v1 + DiTFuse: the authors' 50 steps, cfg 2.0, img_cfg 1.6, 1024 px). Segmentation needs the "
+    "real weights: the bundled model fuses without an overlay.\n\n"
     "Image 1 = visible / far focus / over-exposed; image 2 = infrared / near focus / under-exposed. "
     "Replace *DiTFuse Example Pair* with two *Load Image* nodes for your own images."
 )
 
 
-# Control and segmentation with the bundled model: said on the card and at the top of the workflow's note.
-REAL_ONLY = "needs the real DiTFuse weights: the bundled model only fuses (empty mask)"
+# Segmentation with the bundled model: said on the card and at the top of the workflow's note.
+REAL_ONLY = "needs the real DiTFuse weights: the bundled model fuses without an overlay (empty mask)"
 CARD_CAPTION = "needs the real DiTFuse weights"
 
 

@@ -118,9 +118,10 @@ def main(argv=None):
     ap.add_argument("--control", action="store_true",
                     help="with --average-init: put the prompt-gated brightness/contrast layer in front "
                          "(tools/bundled/control.py; amounts measured on the training images)")
-    ap.add_argument("--selection", default=None, metavar="BETA,STRENGTH",
-                    help="with --focus and --control: multi-focus prompts select per token by detail energy instead "
-                         "of the multi-focus filter (tools/bundled/selection.py; chosen on synthetic training pairs: 0.1,0.3)")
+    ap.add_argument("--selection", default=None, metavar="BETA,STRENGTH[,ivif]",
+                    help="with --focus and --control: multi-focus (and with ',ivif' infrared-visible) prompts select per "
+                         "token by detail energy instead of the multi-focus filter (tools/bundled/selection.py; chosen "
+                         "on training pairs: 0.1,0.3,ivif)")
     ap.add_argument("--exposure", type=float, default=None, metavar="SIGMA",
                     help="with --selection: exposure prompts weigh each token by its exposure, exp(−(L − 0.5)²/2σ²) "
                          "(tools/bundled/exposure.py; chosen on synthetic training pairs: 0.2)")
@@ -314,8 +315,8 @@ def main(argv=None):
         if a.selection:
             from tools.bundled import selection
 
-            beta, strength = a.selection.split(",")
-            selection.main([str(out), "--beta", beta, "--strength", strength])
+            beta, strength, *tasks = a.selection.split(",")
+            selection.main([str(out), "--beta", beta, "--strength", strength, *(["--ivif"] if "ivif" in tasks else [])])
         if a.exposure:
             from tools.bundled import exposure
 
@@ -350,11 +351,15 @@ def split_archive(out: Path, dest: Path, part_mb: int = 15) -> None:
 
 
 def _selection_text(c: dict) -> list[str]:
-    return ["For multi-focus prompts the model selects (`tools/bundled/selection.py`): each output token takes the",
+    ivif = "ivif" in c.get("tasks", ["mff"])
+    return [f"For multi-focus{' and infrared-visible' if ivif else ''} prompts the model selects "
+            "(`tools/bundled/selection.py`): each output token takes the",
             "two input tokens at its position with softmax weights of β·(detail energy) and adds",
             f"s·(weighted − average) of their within-token detail to the detail-mapped average (β {c['beta']}, s "
-            f"{c['strength']}, chosen on {c['chosen_on']}); the IVIF/MEF subtags and the control/segmentation tags",
-            "switch it off (equal weights: the average). It replaced the multi-focus filter of the average."]
+            f"{c['strength']}, chosen on {c['chosen_on']}"
+            + (f"; infrared-visible on {c['ivif_chosen_on']}" if ivif else "") + "); the other prompts' gate tokens",
+            "(subtags, control/segmentation tags) switch it off (equal weights: the average). It replaced the",
+            "multi-focus filter of the average."]
 
 
 def _exposure_text(c: dict) -> list[str]:
