@@ -9,29 +9,21 @@ import torch
 from PIL import Image
 
 from ditfuse_core import examples
-from ditfuse_core.pipeline import DiTFusePipeline, model_folder
+from ditfuse_core.pipeline import model_folder
+from bundled_pipes import bundled_pipe, equal_weights
 
 SIDE = dict(max_side=256, min_scale=1.0)  # small working size: the amounts do not depend on it
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    torch.set_num_threads(2)
-    return DiTFusePipeline.from_pretrained(None, device="cpu")
+    return bundled_pipe()
 
 
 @pytest.fixture(scope="module")
 def equal(pipe):
-    """The same model without the selection's activity logit: the equal-weight fusion that a control prompt
-    adjusts (its tag switches the selection off)."""
-    from tools.bundled import selection
-
-    plain = copy.copy(pipe)
-    plain.transformer = copy.deepcopy(pipe.transformer)
-    with torch.no_grad():
-        for h in range(4):
-            plain.transformer.layers[2].self_attn.to_k.weight[h * 64:(h + 1) * 64, selection.E_DIM] = 0
-    return plain
+    """The equal-weight fusion that a control prompt adjusts (its tag switches the selection off)."""
+    return equal_weights(pipe)
 
 
 @pytest.fixture(scope="module")

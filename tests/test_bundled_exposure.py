@@ -1,37 +1,22 @@
 """The bundled model weighs exposure pairs by exposure (#25): on `<MULTI-EXPOSURE>` prompts each token takes more
 of the better-exposed input, on multi-focus prompts more of the one with more detail, and other prompts are as
 before (tests/test_bundled_selection.py checks IVIF and control against equal weights)."""
-import copy
-
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from scipy import ndimage
 
 from ditfuse_core import examples
 from ditfuse_core.metrics.registry import METRICS
-from ditfuse_core.pipeline import DiTFusePipeline
-from tools.bundled import selection
+from bundled_pipes import bundled_pipe, equal_weights, gray
 
 SIDE = dict(max_side=512, min_scale=1.0)
 
 
 @pytest.fixture(scope="module")
 def pipes():
-    torch.set_num_threads(2)
-    pipe = DiTFusePipeline.from_pretrained(None, device="cpu")
-    plain = copy.copy(pipe)  # the same model with the activity logit taken out: equal weights everywhere
-    plain.transformer = copy.deepcopy(pipe.transformer)
-    attn = plain.transformer.layers[2].self_attn
-    with torch.no_grad():
-        for h in range(4):
-            attn.to_k.weight[h * 64:(h + 1) * 64, selection.E_DIM] = 0
-    return pipe, plain
-
-
-def _gray(im):
-    return np.asarray(im.convert("RGB"), np.float64) @ np.array([0.299, 0.587, 0.114])
+    pipe = bundled_pipe()
+    return pipe, equal_weights(pipe)
 
 
 def _detail(x):
@@ -44,7 +29,7 @@ def _texture(rng, side):
 
 def _weights(fused, a, b):
     """Least-squares c1, c2 in detail(fused) ≈ c1·detail(a) + c2·detail(b)."""
-    da, db, df = (_detail(_gray(x)).ravel() for x in (a, b, fused))
+    da, db, df = (_detail(gray(x)).ravel() for x in (a, b, fused))
     return np.linalg.lstsq(np.stack([da, db], 1), df, rcond=None)[0]
 
 
@@ -72,7 +57,7 @@ def test_exposure_fusion_of_the_example_pair(pipes):
     b = b.resize(a.size)
     scores = {}
     for name, p in (("exposure", pipe), ("equal", plain)):
-        f = np.round(_gray(p.fuse(a, b, task="mef")[0]))  # the model's working size
-        scores[name] = [METRICS[m].fn(_gray(a), _gray(b), f) for m in ("Qabf", "SSIM")]
+        f = np.round(gray(p.fuse(a, b, task="mef")[0]))  # the model's working size
+        scores[name] = [METRICS[m].fn(gray(a), gray(b), f) for m in ("Qabf", "SSIM")]
     assert scores["exposure"][0] > scores["equal"][0], scores
     assert scores["exposure"][1] > scores["equal"][1] - 0.01, scores

@@ -1,40 +1,25 @@
 """The bundled model selects on multi-focus and infrared-visible prompts (#25): more edge transfer than averaging
 at an SSIM close to it, and no selection for control prompts (their gate tokens give equal weights; exposure
 prompts weigh by exposure: tests/test_bundled_exposure.py)."""
-import copy
-
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from ditfuse_core import examples
 from ditfuse_core.metrics.registry import METRICS
-from ditfuse_core.pipeline import DiTFusePipeline
-from tools.bundled import selection
+from bundled_pipes import bundled_pipe, equal_weights, gray
 
 SIDE = dict(max_side=512, min_scale=1.0)
 
 
 @pytest.fixture(scope="module")
 def pipes():
-    torch.set_num_threads(2)
-    pipe = DiTFusePipeline.from_pretrained(None, device="cpu")
-    plain = copy.copy(pipe)  # the same model with the activity logit taken out: equal weights everywhere
-    plain.transformer = copy.deepcopy(pipe.transformer)
-    attn = plain.transformer.layers[2].self_attn
-    with torch.no_grad():
-        for h in range(4):
-            attn.to_k.weight[h * 64:(h + 1) * 64, selection.E_DIM] = 0
-    return pipe, plain
-
-
-def _gray(im):
-    return np.asarray(im.convert("RGB"), np.float64) @ np.array([0.299, 0.587, 0.114])
+    pipe = bundled_pipe()
+    return pipe, equal_weights(pipe)
 
 
 def _scores(a, b, f):
-    a, b, f = _gray(a), _gray(b), np.round(_gray(f))
+    a, b, f = gray(a), gray(b), np.round(gray(f))
     return METRICS["Qabf"].fn(a, b, f), METRICS["SSIM"].fn(a, b, f)
 
 

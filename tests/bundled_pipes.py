@@ -1,0 +1,31 @@
+"""The bundled model's pipeline and its equal-weight twin, shared by the tests of what the bundled model does
+(#25). Not a test module (no test_ prefix)."""
+import copy
+
+import numpy as np
+import torch
+
+from ditfuse_core.pipeline import DiTFusePipeline
+from tools.bundled import selection
+
+
+def bundled_pipe() -> DiTFusePipeline:
+    torch.set_num_threads(2)
+    return DiTFusePipeline.from_pretrained(None, device="cpu")
+
+
+def equal_weights(pipe: DiTFusePipeline) -> DiTFusePipeline:
+    """The same model with the selection's activity logit taken out: equal weights for every prompt (what a
+    prompt whose tag switches the selection off gets)."""
+    plain = copy.copy(pipe)
+    plain.transformer = copy.deepcopy(pipe.transformer)
+    attn = plain.transformer.layers[2].self_attn
+    with torch.no_grad():
+        for h in range(4):
+            attn.to_k.weight[h * 64:(h + 1) * 64, selection.E_DIM] = 0
+    return plain
+
+
+def gray(im) -> np.ndarray:
+    """Luminance 0.299 R + 0.587 G + 0.114 B of a PIL image, 0–255."""
+    return np.asarray(im.convert("RGB"), np.float64) @ np.array([0.299, 0.587, 0.114])
