@@ -98,6 +98,17 @@ def _rms(*sq_norms: float) -> float:
     return math.sqrt(sum(sq_norms) / HIDDEN)
 
 
+def nominal_sizes() -> dict:
+    """Nominal RMS of input / output / time tokens at layer 0 (content |z|² ≈ 256, code 24, markers), the output
+    marker that gives the output RMS, and the input / output markers' normalised values n_in, n_out (what every
+    added piece of the construction sizes its weights by)."""
+    rms_in = _rms(256, 24, 2 * MARK_IN ** 2)
+    rms_out = rms_in / RATIO
+    mark_out = math.sqrt((HIDDEN * rms_out ** 2 - 256 - 24) / 2)
+    return {"rms_in": rms_in, "rms_out": rms_out, "rms_t": _rms(2 * MARK_T ** 2, A0 ** 2), "mark_out": mark_out,
+            "n_in": MARK_IN / rms_in, "n_out": mark_out / rms_out}
+
+
 def _nope_slots() -> list[int]:
     half = HEAD_DIM // 2
     return list(NOPE_PAIRS) + [i + half for i in NOPE_PAIRS]
@@ -190,7 +201,7 @@ def _build_focus(model, focus: dict, E: torch.Tensor, sizes: dict, ms: float) ->
     tokens' queries in layer 0, so their states reach layer 1 unchanged (their own attention would otherwise
     mix the image into them). Text embeddings carry no content (S = 0): every text value is zero."""
 
-    rms_in, rms_out, mark_out = sizes["rms_in"], sizes["rms_out"], sizes["mark_out"]
+    rms_in, rms_out = sizes["rms_in"], sizes["rms_out"]
     f32 = lambda x: x.to(torch.float32)  # noqa: E731
     emb = model.embed_tokens.weight
     emb[:, S] = 0
@@ -199,7 +210,7 @@ def _build_focus(model, focus: dict, E: torch.Tensor, sizes: dict, ms: float) ->
     emb[bos, FREE[0]] = 100.0
     for i in focus["gate_ids"]:
         emb[int(i), FREE[1]] = 100.0
-    n_in, n_out = MARK_IN / rms_in, mark_out / rms_out  # the markers' normalised values (equal for M_T)
+    n_in, n_out = sizes["n_in"], sizes["n_out"]  # the markers' normalised values (equal for M_T)
     switch = len(CODE) + 1  # the slot after the position code and the input marker (`_align_head`)
 
     # ---- layer 0: heads 0–3 as built; input/time queries go to BOS; head 4 smooths the neighbourhood
@@ -273,11 +284,8 @@ def init_average(model, seed: int = 0, latent_map: torch.Tensor | None = None, f
     pos[0][:, CODE] = code
     pos[0][:, MIRROR] = -code
     pe.pos_embed.copy_(f32(pos))
-    # nominal RMS of input / output / time tokens at layer 0 (content |z|² ≈ 256, code 24, markers)
-    rms_in = _rms(256, 24, 2 * MARK_IN ** 2)
-    rms_out = rms_in / RATIO
-    mark_out = math.sqrt((HIDDEN * rms_out ** 2 - 256 - 24) / 2)
-    rms_t = _rms(2 * MARK_T ** 2, A0 ** 2)
+    sizes = nominal_sizes()
+    rms_in, rms_out, mark_out = sizes["rms_in"], sizes["rms_out"], sizes["mark_out"]
     for proj, (mark, val) in ((pe.input_image_proj, (M_IN, MARK_IN)), (pe.output_image_proj, (M_OUT, mark_out))):
         proj.weight.copy_(f32(E).reshape(HIDDEN, ch, p, p))
         proj.bias.zero_()
@@ -320,7 +328,6 @@ def init_average(model, seed: int = 0, latent_map: torch.Tensor | None = None, f
     attn.to_v.weight[:256] = f32(values)
     attn.to_out[0].weight.zero_()
     attn.to_out[0].weight[:, :256] = f32(-rms_in * E)
-    sizes = {"rms_in": rms_in, "rms_out": rms_out, "rms_t": rms_t, "mark_out": mark_out}
     if focus is None:
         _time_head(attn, 4, sizes, ms)
         _shrink_markers(blk.mlp, sizes)

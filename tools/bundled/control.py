@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .average_init import B_SINK, FREE, HEAD_DIM, HIDDEN, M_IN, M_OUT, M_T, MARGIN, MARK_IN, S
-from .average_init import _content_basis, _marker_gain, _nope_slots, _rms
+from .average_init import _content_basis, _marker_gain, _nope_slots, nominal_sizes
 
 # FREE[0], FREE[1] are the BOS and gate markers of the multi-focus path; the rest carry this layer's markers on the
 # text tokens and, after its attention, its flags on the input tokens
@@ -143,8 +143,8 @@ def add_control(model, vae, tokenizer, amounts: dict, seed: int = 0):
             emb[ids[sign], d] = TEXT_VAL
 
     ms = new.rope_mscale
-    rms_in = _rms(256, 24, 2 * MARK_IN ** 2)
-    n_in = MARK_IN / rms_in                 # normalised input marker (≈ 12.6), also output/time markers'
+    sizes = nominal_sizes()
+    rms_in, n_in = sizes["rms_in"], sizes["n_in"]  # n_in: normalised input marker (≈ 12.6), also output/time's
     one = math.sqrt(HIDDEN)                 # a text token with one non-zero dim normalises to √HIDDEN there
     two = math.sqrt(HIDDEN / 2)             # … with two equal ones, √(HIDDEN/2) in each
 
@@ -219,6 +219,8 @@ def main(argv=None) -> int:
     from ditfuse_core.tokenizer import load_tokenizer
     from ditfuse_core.training.m3 import sources
 
+    from .folder_edit import save_in_place, transformer_record
+
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("folder")
     ap.add_argument("--images", type=int, default=200, help="training images the amounts are measured on")
@@ -236,15 +238,11 @@ def main(argv=None) -> int:
     imgs = [sources.load_rgb(p) for p in paths]
     amounts = amounts_from_training(imgs)
     new = add_control(model, vae, tok, amounts)
-    new.to(torch.float16).save_pretrained(str(folder / "transformer"), safe_serialization=True)  # as the recipe exports
-    for f in (folder / "transformer").iterdir():
-        f.chmod(0o644)
-    meta_path = folder / "ditfuse.json"
-    meta = json.loads(meta_path.read_text())
-    meta.setdefault("training", {}).setdefault("transformer", {})["control"] = {
-        "amounts": amounts, "measured_on": f"the first {len(imgs)} images (sorted paths) of train/natural/bsds500",
-        "tokens": control_tokens(tok), "layer": 0}
-    meta_path.write_text(json.dumps(meta, indent=1))
+    meta, tr = transformer_record(folder)
+    tr["control"] = {"amounts": amounts,
+                     "measured_on": f"the first {len(imgs)} images (sorted paths) of train/natural/bsds500",
+                     "tokens": control_tokens(tok), "layer": 0}
+    save_in_place(new, folder, meta)
     print(json.dumps(amounts))
     return 0
 

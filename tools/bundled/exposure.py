@@ -26,9 +26,8 @@ import math
 
 import torch
 
-from .average_init import FREE, HIDDEN, M_IN, M_OUT, M_T, MARK_IN, RATIO
-from .average_init import _content_basis, _nope_slots, _rms
-from .control import slot
+from .average_init import FREE, HIDDEN, M_IN, M_OUT, M_T
+from .average_init import _content_basis, _nope_slots, nominal_sizes
 from .selection import ALPHA, E_DIM, K_OFF, _widen_mlps
 
 MEF_DIM, FLAG_DIM = M_T[1], M_OUT[1]
@@ -70,9 +69,8 @@ def add_exposure(model, vae, tokenizer, beta_x: float, sel_beta: float, centre: 
     """Rewrite the bundled transformer (control and selection in place, the selection's β ``sel_beta``) in place;
     returns what was fitted."""
     E = _content_basis(seed)
-    rms_in = _rms(256, 24, 2 * MARK_IN ** 2)
-    rms_out = rms_in / RATIO
-    n_in, n_out = MARK_IN / rms_in, math.sqrt((HIDDEN * rms_out ** 2 - 256 - 24) / 2) / rms_out
+    sizes = nominal_sizes()
+    rms_in, n_in, n_out = sizes["rms_in"], sizes["n_in"], sizes["n_out"]
     one = math.sqrt(HIDDEN)
     f32 = lambda x: x.to(torch.float32)  # noqa: E731
 
@@ -127,15 +125,15 @@ def main(argv=None) -> int:
     from ditfuse_core import checkpoint, vae as vae_mod
     from ditfuse_core.tokenizer import load_tokenizer
 
+    from .folder_edit import save_in_place, transformer_record
+
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("folder")
     ap.add_argument("--sigma", type=float, default=0.2, help="width of the exposure weight (0..1 luminance)")
     ap.add_argument("--centre", type=float, default=0.5)
     a = ap.parse_args(argv)
     folder = Path(a.folder)
-    meta_path = folder / "ditfuse.json"
-    meta = json.loads(meta_path.read_text())
-    tr = meta.setdefault("training", {}).setdefault("transformer", {})
+    meta, tr = transformer_record(folder)
     if "exposure" in tr:
         raise SystemExit(f"{folder} already weighs exposure")
     if "selection" not in tr:
@@ -144,12 +142,9 @@ def main(argv=None) -> int:
     vae = vae_mod.load_vae(checkpoint.vae_folder(folder), torch.float32, "cpu")
     info = add_exposure(model, vae, load_tokenizer(folder), 1.0 / (2 * a.sigma ** 2), tr["selection"]["beta"],
                         a.centre)
-    model.to(torch.float16).save_pretrained(str(folder / "transformer"), safe_serialization=True)  # as exported
-    for f in (folder / "transformer").iterdir():
-        f.chmod(0o644)
     tr["exposure"] = {**info, "chosen_on": "synthetic exposure pairs (2.5–4.5 stops each way) from "
                       "train/natural/bsds500, seed 7"}
-    meta_path.write_text(json.dumps(meta, indent=1))
+    save_in_place(model, folder, meta)
     print(json.dumps(tr["exposure"]))
     return 0
 

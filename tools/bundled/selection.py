@@ -24,8 +24,8 @@ import math
 
 import torch
 
-from .average_init import B_SINK, FREE, HEAD_DIM, HIDDEN, M_IN, M_OUT, M_T, MARGIN, MARK_IN, RATIO
-from .average_init import _content_basis, _marker_gain, _nope_slots, _rms
+from .average_init import B_SINK, FREE, HEAD_DIM, HIDDEN, M_IN, M_OUT, M_T, MARGIN
+from .average_init import _content_basis, _marker_gain, _nope_slots, nominal_sizes
 from .control import slot
 
 G_DIM, E_DIM = FREE[2], FREE[3]  # output tokens: the gate flag; input tokens: the detail energy
@@ -85,10 +85,8 @@ def add_selection(model, beta: float, strength: float, seed: int = 0, align_gain
     (a neighbour one token off loses 13.9·G_ALIGN·align_gain)."""
     E = _content_basis(seed)
     ms = model.rope_mscale
-    rms_in = _rms(256, 24, 2 * MARK_IN ** 2)
-    rms_out = rms_in / RATIO
-    mark_out = math.sqrt((HIDDEN * rms_out ** 2 - 256 - 24) / 2)
-    n_in, n_out = MARK_IN / rms_in, mark_out / rms_out
+    sizes = nominal_sizes()
+    rms_in, mark_out, n_in, n_out = sizes["rms_in"], sizes["mark_out"], sizes["n_in"], sizes["n_out"]
     sink_val = math.sqrt(HIDDEN)
     f32 = lambda x: x.to(torch.float32)  # noqa: E731
     X = detail_projection(strength)
@@ -159,6 +157,8 @@ def main(argv=None) -> int:
     from ditfuse_core import checkpoint
     from ditfuse_core.tokenizer import load_tokenizer
 
+    from .folder_edit import save_in_place, transformer_record
+
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("folder")
     ap.add_argument("--beta", type=float, default=0.1)
@@ -166,10 +166,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ivif", action="store_true", help="infrared-visible prompts select too")
     a = ap.parse_args(argv)
     folder = Path(a.folder)
-    meta_path = folder / "ditfuse.json"
-    meta = json.loads(meta_path.read_text())
-    tr = meta.setdefault("training", {}).setdefault("transformer", {})
-    if "selection" in tr and not (a.ivif and "ivif" not in tr["selection"].get("tasks", ["mff"])):
+    meta, tr = transformer_record(folder)
+    if "selection" in tr and (not a.ivif or "ivif" in tr["selection"].get("tasks", ["mff"])):
         raise SystemExit(f"{folder} already selects")
     if "control" not in tr or "focus_map" not in tr:
         raise SystemExit("the selection rewrites the multi-focus layers of a model built with --focus and --control")
@@ -185,12 +183,10 @@ def main(argv=None) -> int:
         tr["selection"]["tasks"] = ["mff", "ivif"]
         tr["selection"]["ivif_chosen_on"] = ("15 pairs of train/roadscene (numpy default_rng(7).choice(167, 15)): "
                                              "Qabf 0.418 → 0.485, SSIM −0.006 of averaging, VIF 0.535 → 0.541")
-    model.to(torch.float16).save_pretrained(str(folder / "transformer"), safe_serialization=True)  # as exported
-    for f in (folder / "transformer").iterdir():
-        f.chmod(0o644)
-    meta_path.write_text(json.dumps(meta, indent=1))
+    save_in_place(model, folder, meta)
     print(json.dumps(tr["selection"]))
     return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())
