@@ -19,7 +19,7 @@ def equal_weights(pipe: DiTFusePipeline) -> DiTFusePipeline:
     prompt whose tag switches the selection off gets)."""
     plain = copy.copy(pipe)
     plain.transformer = copy.deepcopy(pipe.transformer)
-    attn = plain.transformer.layers[2].self_attn
+    attn = plain.transformer.layers[-1].self_attn  # the selection layer
     with torch.no_grad():
         for h in range(4):
             attn.to_k.weight[h * 64:(h + 1) * 64, selection.E_DIM] = 0

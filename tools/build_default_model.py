@@ -125,6 +125,9 @@ def main(argv=None):
     ap.add_argument("--exposure", type=float, default=None, metavar="SIGMA",
                     help="with --selection: exposure prompts weigh each token by its exposure, exp(−(L − 0.5)²/2σ²) "
                          "(tools/bundled/exposure.py; chosen on synthetic training pairs: 0.2)")
+    ap.add_argument("--neighbourhood", type=int, default=None, metavar="SIGMA",
+                    help="with --exposure: the selection's detail is taken against each token's neighbourhood, smoothed "
+                         "by a Gaussian of SIGMA working px (tools/bundled/neighbourhood.py; chosen on training pairs: 16)")
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--intermediate", type=int, default=768)
     ap.add_argument("--vae-latent", type=int, default=recipes.TINY_VAE["latent"])
@@ -153,6 +156,8 @@ def main(argv=None):
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if a.neighbourhood and not a.exposure:
+        ap.error("--neighbourhood goes in after the selection and the exposure weighting: use it with --exposure")
     if a.exposure and not a.selection:
         ap.error("--exposure rides on the selection: use it with --selection")
     if a.selection and not (a.focus and a.control):
@@ -321,6 +326,10 @@ def main(argv=None):
             from tools.bundled import exposure
 
             exposure.main([str(out), "--sigma", str(a.exposure)])
+        if a.neighbourhood:
+            from tools.bundled import neighbourhood
+
+            neighbourhood.main([str(out), "--sigma", str(a.neighbourhood), "--data", data])
         record = json.loads((out / "ditfuse.json").read_text())
     write_card(out, record)
     size = _size_mb(out / "transformer") + _size_mb(out / "vae")
