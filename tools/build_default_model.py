@@ -377,6 +377,12 @@ def _exposure_text(c: dict) -> list[str]:
             f"on {c['chosen_on']})."]
 
 
+def _neighbourhood_text(c: dict) -> list[str]:
+    return ["The detail the selection chooses is each token minus its neighbourhood's base (`tools/bundled/neighbourhood.py`:",
+            "a layer after the control layer gives each input token the kernel mean of its neighbourhood; the base is the",
+            f"latent of a Gaussian of {c['sigma_px']} working px, fitted on training crops; σ chosen on {c['chosen_on']})."]
+
+
 def _control_text(c: dict) -> list[str]:
     a = c["amounts"]
     return ["A layer in front (`tools/bundled/control.py`) reads a `[CONTROL]` prompt's subtag: it adds a brightness",
@@ -459,6 +465,7 @@ def write_card(out: Path, rec: dict) -> None:
                    if d.get("focus_map") and not d.get("selection") else []),
                  *(_selection_text(d["selection"]) if d.get("selection") else []),
                  *(_exposure_text(d["exposure"]) if d.get("exposure") else []),
+                 *(_neighbourhood_text(d["neighbourhood"]) if d.get("neighbourhood") else []),
                  *(_control_text(d["control"]) if d.get("control") else []),
                  "Training from this starting point is in the recipe (`--average-init` with `--dit-minutes N`); runs",
                  "of up to an hour on this 2-core CPU did not improve on it (see docs/notes/findings.md)."]
