@@ -122,10 +122,9 @@ def main(argv=None) -> int:
     import json
     from pathlib import Path
 
-    from ditfuse_core import checkpoint, vae as vae_mod
     from ditfuse_core.tokenizer import load_tokenizer
 
-    from .folder_edit import save_in_place, transformer_record
+    from .folder_edit import open_for_edit, save_in_place
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("folder")
@@ -133,13 +132,8 @@ def main(argv=None) -> int:
     ap.add_argument("--centre", type=float, default=0.5)
     a = ap.parse_args(argv)
     folder = Path(a.folder)
-    meta, tr = transformer_record(folder)
-    if "exposure" in tr:
-        raise SystemExit(f"{folder} already weighs exposure")
-    if "selection" not in tr:
-        raise SystemExit("exposure weighting rides on the selection: add it first (--selection)")
-    model = checkpoint.load_transformer(folder, torch.float32, "cpu")
-    vae = vae_mod.load_vae(checkpoint.vae_folder(folder), torch.float32, "cpu")
+    meta, tr, model, vae = open_for_edit(folder, "exposure", "selection",
+                                         "exposure weighting rides on the selection: add it first (--selection)")
     info = add_exposure(model, vae, load_tokenizer(folder), 1.0 / (2 * a.sigma ** 2), tr["selection"]["beta"],
                         a.centre)
     tr["exposure"] = {**info, "chosen_on": "synthetic exposure pairs (2.5–4.5 stops each way) from "

@@ -15,6 +15,20 @@ def transformer_record(folder: Path) -> tuple[dict, dict]:
     return meta, meta.setdefault("training", {}).setdefault("transformer", {})
 
 
+def open_for_edit(folder: Path, adds: str, after: str, why: str):
+    """(ditfuse.json, its transformer record, the transformer in fp32, the autoencoder) of a folder about to get the
+    piece ``adds``; refuses one that has it already or lacks the piece ``after`` (``why`` says so)."""
+    from ditfuse_core import checkpoint, vae as vae_mod
+
+    meta, tr = transformer_record(folder)
+    if adds in tr:
+        raise SystemExit(f"{folder} already has {adds!r}")
+    if after not in tr:
+        raise SystemExit(why)
+    model = checkpoint.load_transformer(folder, torch.float32, "cpu")
+    return meta, tr, model, vae_mod.load_vae(checkpoint.vae_folder(folder), torch.float32, "cpu")
+
+
 def save_in_place(model, folder: Path, meta: dict) -> None:
     model.to(torch.float16).save_pretrained(str(folder / "transformer"), safe_serialization=True)
     for f in (folder / "transformer").iterdir():

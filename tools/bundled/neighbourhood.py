@@ -133,10 +133,9 @@ def main(argv=None) -> int:
     import json
     from pathlib import Path
 
-    from ditfuse_core import checkpoint, vae as vae_mod
     from ditfuse_core.training import m3
 
-    from .folder_edit import save_in_place, transformer_record
+    from .folder_edit import open_for_edit, save_in_place
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("folder")
@@ -145,17 +144,12 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="training images (default: the build's, .devdata/pack)")
     a = ap.parse_args(argv)
     folder = Path(a.folder)
-    meta, tr = transformer_record(folder)
-    if "neighbourhood" in tr:
-        raise SystemExit(f"{folder} already takes detail against the neighbourhood")
-    if "exposure" not in tr:
-        raise SystemExit("the neighbourhood layer goes in after the selection and the exposure weighting: add them first")
+    meta, tr, model, vae = open_for_edit(folder, "neighbourhood", "exposure", "the neighbourhood layer goes in after "
+                                         "the selection and the exposure weighting: add them first")
     if a.data is None:
         from tools.build_default_model import _data_root
 
         a.data = _data_root(None)
-    model = checkpoint.load_transformer(folder, torch.float32, "cpu")
-    vae = vae_mod.load_vae(checkpoint.vae_folder(folder), torch.float32, "cpu")
     maps, rec = fit_base(vae, m3.scan_sources(a.data), a.sigma)
     model = add_neighbourhood(model, maps, tr["selection"]["strength"])
     tr["neighbourhood"] = {**rec, "layer": 1, "chosen_on": CHOSEN_ON}
