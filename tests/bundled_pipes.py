@@ -26,6 +26,29 @@ def equal_weights(pipe: DiTFusePipeline) -> DiTFusePipeline:
     return plain
 
 
+def layer_io(pipe: DiTFusePipeline, index: int, run) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hidden states [L, D] (float64) going into and coming out of layer ``index`` in its first pass while
+    ``run()`` fuses: the prompt with both images' tokens (the engine calls `transformer.run_block`, not the
+    layers' forward)."""
+    from ditfuse_core import transformer
+
+    layer, seen, run_block = pipe.transformer.layers[index], {}, transformer.run_block
+
+    def spy(block, h, *args, **kw):
+        before = h.clone()
+        out = run_block(block, h, *args, **kw)
+        if block is layer and not seen:
+            seen["io"] = (before[0].double(), out[0][0].double())
+        return out
+
+    transformer.run_block = spy
+    try:
+        run()
+    finally:
+        transformer.run_block = run_block
+    return seen["io"]
+
+
 def gray(im) -> np.ndarray:
     """Luminance 0.299 R + 0.587 G + 0.114 B of a PIL image, 0–255."""
     return np.asarray(im.convert("RGB"), np.float64) @ np.array([0.299, 0.587, 0.114])

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ditfuse_core import examples, transformer
-from bundled_pipes import bundled_pipe, equal_weights
+from ditfuse_core import examples
+from bundled_pipes import bundled_pipe, equal_weights, layer_io
 from tools.bundled.average_init import CODE, M_IN, MIRROR, S, _content_basis
 from tools.bundled.focus_map import smooth_tokens
 
@@ -30,22 +30,10 @@ def _without_neighbourhood(pipe):
     return plain
 
 
-def test_input_tokens_hold_their_neighbourhood_mean(pipe, monkeypatch):
+def test_input_tokens_hold_their_neighbourhood_mean(pipe):
     layer = pipe.transformer.layers[1]
-    seen = {}
-    run_block = transformer.run_block
-
-    def spy(block, h, *args, **kw):  # the first pass through the layer: the prompt with both images' tokens
-        before = h.clone()
-        out = run_block(block, h, *args, **kw)
-        if block is layer and not seen:
-            seen["io"] = (before[0].double(), out[0][0].double())
-        return out
-
-    monkeypatch.setattr(transformer, "run_block", spy)
     a, b = [Image.open(p) for p in examples.pair_paths("mff")]
-    pipe.fuse(a, b, task="mff", **SIDE)
-    x_in, x_out = seen["io"]
+    x_in, x_out = layer_io(pipe, 1, lambda: pipe.fuse(a, b, task="mff", **SIDE))
     inputs = (x_in[:, M_IN[0]] > 1000).nonzero().flatten()  # the input tokens' marker
     n = len(inputs) // 2
     rows = torch.asin(x_in[inputs[:n], CODE[10]].clamp(-1, 1)) * 64 / torch.pi  # sin of the slowest row frequency

@@ -128,6 +128,9 @@ def main(argv=None):
     ap.add_argument("--neighbourhood", type=int, default=None, metavar="SIGMA",
                     help="with --exposure: the selection's detail is taken against each token's neighbourhood, smoothed "
                          "by a Gaussian of SIGMA working px (tools/bundled/neighbourhood.py; chosen on training pairs: 16)")
+    ap.add_argument("--focus-energy", type=float, default=None, metavar="GAIN",
+                    help="with --exposure: multi-focus prompts measure activity on the tokens' fine detail, GAIN times "
+                         "(tools/bundled/focus_energy.py; chosen on training pairs: 2)")
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--intermediate", type=int, default=768)
     ap.add_argument("--vae-latent", type=int, default=recipes.TINY_VAE["latent"])
@@ -156,8 +159,9 @@ def main(argv=None):
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    if a.neighbourhood and not a.exposure:
-        ap.error("--neighbourhood goes in after the selection and the exposure weighting: use it with --exposure")
+    if (a.neighbourhood or a.focus_energy) and not a.exposure:
+        ap.error("--neighbourhood and --focus-energy go in after the selection and the exposure weighting: use them "
+                 "with --exposure")
     if a.exposure and not a.selection:
         ap.error("--exposure rides on the selection: use it with --selection")
     if a.selection and not (a.focus and a.control):
@@ -330,6 +334,10 @@ def main(argv=None):
             from tools.bundled import neighbourhood
 
             neighbourhood.main([str(out), "--sigma", str(a.neighbourhood), "--data", data])
+        if a.focus_energy:
+            from tools.bundled import focus_energy
+
+            focus_energy.main([str(out), "--gain", str(a.focus_energy)])
         record = json.loads((out / "ditfuse.json").read_text())
     write_card(out, record)
     size = _size_mb(out / "transformer") + _size_mb(out / "vae")
@@ -381,6 +389,12 @@ def _neighbourhood_text(c: dict) -> list[str]:
     return ["The detail the selection chooses is each token minus its neighbourhood's base (`tools/bundled/neighbourhood.py`:",
             "a layer after the control layer gives each input token the kernel mean of its neighbourhood; the base is the",
             f"latent of a Gaussian of {c['sigma_px']} working px, fitted on training crops; σ chosen on {c['chosen_on']})."]
+
+
+def _focus_energy_text(c: dict) -> list[str]:
+    return [f"On multi-focus prompts the selection's activity is the detail energy without each token's planar trend, "
+            f"×{c['gain']} (`tools/bundled/focus_energy.py`: a blurred edge's ramp is no activity; chosen on "
+            f"{c['chosen_on']})."]
 
 
 def _control_text(c: dict) -> list[str]:
@@ -466,6 +480,7 @@ def write_card(out: Path, rec: dict) -> None:
                  *(_selection_text(d["selection"]) if d.get("selection") else []),
                  *(_exposure_text(d["exposure"]) if d.get("exposure") else []),
                  *(_neighbourhood_text(d["neighbourhood"]) if d.get("neighbourhood") else []),
+                 *(_focus_energy_text(d["focus_energy"]) if d.get("focus_energy") else []),
                  *(_control_text(d["control"]) if d.get("control") else []),
                  "Training from this starting point is in the recipe (`--average-init` with `--dit-minutes N`); runs",
                  "of up to an hour on this 2-core CPU did not improve on it (see docs/notes/findings.md)."]
