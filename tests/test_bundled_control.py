@@ -57,11 +57,11 @@ def test_without_a_control_subtag_the_control_layer_adds_nothing(pipe):
     from tools.bundled import control
 
     a, b = [Image.open(p) for p in examples.pair_paths("ivif")]
-    plain = copy.copy(pipe)  # the same model with the control layer's head and units taken out
-    plain.transformer = copy.deepcopy(pipe.transformer)
+    plain = copy.copy(pipe)  # the same model with the control flags and units taken out (the head's value rows 0–4;
+    plain.transformer = copy.deepcopy(pipe.transformer)  # rows 5 and 6 carry the exposure and IVIF subtags' flags)
     layer = plain.transformer.layers[0]
     with torch.no_grad():
-        layer.self_attn.to_out[0].weight[:, :64] = 0
+        layer.self_attn.to_out[0].weight[:, :5] = 0
         layer.mlp.down_proj.weight[:, :control.UNITS] = 0
     for task in ("ivif", "mff"):
         with_layer = np.asarray(pipe.fuse(a, b, task=task, **SIDE)[0])
