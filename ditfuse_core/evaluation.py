@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import json
 import math
 import re
 import sys
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, PngImagePlugin
 
 from . import baselines, output_files, shards
 from .contact_sheet import contact_sheet
@@ -89,12 +91,52 @@ class _DiTFuse:
         return np.asarray(out[0].convert("RGB"))
 
 
+SOURCE_KEY = "ditfuse-source"  # the PNG text chunk of a fused image that names what made it
+CHUNK = 64 * 1024
+
+
+def _content(path) -> str | None:
+    """A digest of a model folder's (or one file's) names, sizes and contents, read in 64 samples of 64 KiB per
+    large file: it tells a model rebuilt in place apart without reading 15 GB of weights, and it is the same on
+    every machine that has a copy (shards on several hosts). A name that is no local path (a hub id) stands for
+    itself."""
+    if not path:
+        return None
+    root = Path(path)
+    if not root.exists():
+        return str(path)
+    h = hashlib.sha256()
+    for f in [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file()):
+        size = f.stat().st_size
+        h.update(f"{f.relative_to(root).as_posix() if f != root else f.name}\0{size}\0".encode())
+        with open(f, "rb") as fh:
+            if size <= 64 * CHUNK:
+                h.update(fh.read())
+                continue
+            for i in range(64):
+                fh.seek((size - CHUNK) * i // 63)
+                h.update(fh.read(CHUNK))
+    return h.hexdigest()
+
+
+def ditfuse_source(args) -> str:
+    """A digest of what makes a run's DiTFuse fusions: the model and LoRA contents and the settings. Each fused
+    image carries it (a PNG text chunk) and a resumed run reuses only images that carry the current one: else a
+    model rebuilt in place, or another one, would be scored with the old one's fusions."""
+    from .pipeline import model_folder
+
+    source = {"model": _content(model_folder(args.model)), "lora": _content(args.lora), "seed": args.seed,
+              "steps": args.steps, "dtype": str(args.dtype), "weights": getattr(args, "weights", "auto")}
+    return hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()
+
+
 def run(args) -> dict | None:
     """Handler of ``ditfuse eval`` (also callable directly with an argparse-like namespace). Under ``--shard`` or
     several launched processes each part scores its pairs; the main process of the launch gathers them and
     writes the one report (a shard writes its own, of its pairs, in --out/shard-K-of-N/; a plain run over the
     same --out afterwards reuses every shard's fused images and writes the whole report). Fused images already in ``--out/fused`` are
-    reused (a resumed run only fuses what is missing; ``--overwrite`` redoes them). Returns the means (None on
+    reused (a resumed run only fuses what is missing; ``--overwrite`` redoes them), DiTFuse's only when the same
+    model files and settings made them (`ditfuse_source`). Returns the means (None on
     the other ranks)."""
     from tqdm import tqdm
 
@@ -112,6 +154,9 @@ def run(args) -> dict | None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runners = {}  # the model loads when a pair first needs it (not at all on a resumed, finished run)
+    # what a reusable fused image carries: DiTFuse's source digest; the baselines are fixed functions of the pair
+    source = {m: ditfuse_source(args) if m == "ditfuse" else None for m in methods}
+    overwrite, stale = getattr(args, "overwrite", False), 0
     mine = workers.mine(list(enumerate(pairs)))
     parts, reused = [], 0
     bar = tqdm(total=len(mine) * len(methods), desc=" ".join(f"eval {task} {workers.label()}".split()), unit="img",
@@ -122,14 +167,20 @@ def run(args) -> dict | None:
         for m in methods:
             bar.set_postfix_str(f"{pair.name}/{m}")
             saved = out / "fused" / m / f"{pair.name}.png"
-            if saved.is_file() and not getattr(args, "overwrite", False):
-                fused, reused = np.asarray(Image.open(saved)), reused + 1
+            kept = None if overwrite or not saved.is_file() else Image.open(saved)
+            if kept is not None and getattr(kept, "text", {}).get(SOURCE_KEY) != source[m]:
+                kept, stale = None, stale + 1
+            if kept is not None:
+                fused, reused = np.asarray(kept), reused + 1
             else:
                 if m == "ditfuse" and m not in runners:
                     runners[m] = _DiTFuse(args)
                 fused = runners[m](task, img1, img2) if m == "ditfuse" else baselines.fuse(m, img1, img2)
                 if not args.no_save_fused:
-                    output_files.save_image(Image.fromarray(fused), saved)
+                    info = PngImagePlugin.PngInfo()
+                    if source[m]:
+                        info.add_text(SOURCE_KEY, source[m])
+                    output_files.save_image(Image.fromarray(fused), saved, pnginfo=info)
             vals = compute_metrics(img1, img2, fused, names, task)
             rows += [(pair.name, m, k, v) for k, v in vals.items()]
             row_imgs.append(fused)
@@ -138,6 +189,8 @@ def run(args) -> dict | None:
     bar.close()
     if reused and not args.quiet:
         print(f"reused {reused} fused images already in {out / 'fused'} (--overwrite recomputes them)")
+    if stale and not args.quiet:
+        print(f"fused {stale} images again: those in {out / 'fused'} came from another model or other settings")
     gathered = workers.gather(parts)
     if gathered is None:
         return None

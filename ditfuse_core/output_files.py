@@ -20,9 +20,9 @@ def _umask() -> int:
     return mask
 
 
-def save_image(image: Image.Image, path: str | os.PathLike, overwrite: bool = True) -> Path:
+def save_image(image: Image.Image, path: str | os.PathLike, overwrite: bool = True, **save_kw) -> Path:
     """Write `image` to `path` atomically. overwrite False: fail (FileExistsError) if `path` appeared meanwhile,
-    instead of replacing it."""
+    instead of replacing it. save_kw go to PIL's save (e.g. pnginfo)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = Image.registered_extensions().get(path.suffix.lower())
@@ -33,7 +33,7 @@ def save_image(image: Image.Image, path: str | os.PathLike, overwrite: bool = Tr
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            image.save(f, format=fmt)
+            image.save(f, format=fmt, **save_kw)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a saved image gets the usual mode

@@ -45,8 +45,7 @@ def main(argv=None) -> int:
         args = argparse.Namespace(task=task, pairs=str(root / sub), methods=a.methods, metrics=a.metrics,
                                   out=str(Path(a.out) / sub.replace("/", "_")), limit=a.limit,
                                   no_save_fused=False, quiet=True, model=a.model, lora=None, device="cpu",
-                                  dtype="auto", seed=0, steps=None,
-                                  overwrite=True)  # fused images of an earlier run may be another model's
+                                  dtype="auto", seed=0, steps=None)
         t = time.time()
         means = evaluation.run(args)
         n = len(evaluation.discover_pairs(task, root / sub))

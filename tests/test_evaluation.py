@@ -111,6 +111,42 @@ def test_eval_calls_ditfuse_pipeline(tmp_path, monkeypatch):
     assert calls["fuse"] == ((56, 40), (56, 40), "ivif", 3, 2)
 
 
+def test_a_resumed_eval_reuses_only_fusions_of_the_same_model_and_settings(tmp_path, monkeypatch):
+    """Fused images in --out are reused on a rerun, DiTFuse's only while the model's files and the settings are
+    the same: a model rebuilt in place (same size, other bytes) or other steps fuse again."""
+    pipeline = pytest.importorskip("ditfuse_core.pipeline")
+    fused = []
+
+    class Fake:
+        @classmethod
+        def from_pretrained(cls, **kw):
+            return cls()
+
+        def fuse(self, img1, img2, task, seed, steps):
+            fused.append(steps)
+            return [img1]
+
+    monkeypatch.setattr(pipeline, "DiTFusePipeline", Fake)
+    _write(tmp_path / "d" / "vi" / "p.png", 1, color=True)
+    _write(tmp_path / "d" / "ir" / "p.png", 2)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.bin").write_bytes(bytes(300_000))
+
+    def run(steps):
+        fused.clear()
+        evaluation.run(_args(tmp_path, tmp_path / "d", methods="ditfuse,average", metrics="EN", steps=steps,
+                             model=str(model)))
+        return len(fused)
+
+    assert run("2") == 1
+    assert run("2") == 0                                           # resumed: reused
+    (model / "weights.bin").write_bytes(bytes(299_999) + b"\1")    # rebuilt in place, same size
+    assert run("2") == 1
+    assert run("2") == 0
+    assert run("3") == 1                                           # other settings
+
+
 def test_eval_passes_weights_to_the_model(tmp_path, monkeypatch):
     """`ditfuse eval --weights fp8` stores the model's weights as asked (issue #27), like `ditfuse fuse`."""
     pipeline = pytest.importorskip("ditfuse_core.pipeline")
