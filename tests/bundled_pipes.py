@@ -14,16 +14,23 @@ def bundled_pipe() -> DiTFusePipeline:
     return DiTFusePipeline.from_pretrained(None, device="cpu")
 
 
+def twin(pipe: DiTFusePipeline, edit) -> DiTFusePipeline:
+    """The same pipeline over a copy of its transformer changed by ``edit(transformer)`` (under no_grad)."""
+    other = copy.copy(pipe)
+    other.transformer = copy.deepcopy(pipe.transformer)
+    with torch.no_grad():
+        edit(other.transformer)
+    return other
+
+
 def equal_weights(pipe: DiTFusePipeline) -> DiTFusePipeline:
     """The same model with the selection's activity logit taken out: equal weights for every prompt (what a
     prompt whose tag switches the selection off gets)."""
-    plain = copy.copy(pipe)
-    plain.transformer = copy.deepcopy(pipe.transformer)
-    attn = plain.transformer.layers[-1].self_attn  # the selection layer
-    with torch.no_grad():
-        for h in range(4):
-            attn.to_k.weight[h * 64:(h + 1) * 64, selection.E_DIM] = 0
-    return plain
+    def edit(t):
+        for h in range(4):  # the selection layer, the last
+            t.layers[-1].self_attn.to_k.weight[h * 64:(h + 1) * 64, selection.E_DIM] = 0
+
+    return twin(pipe, edit)
 
 
 def layer_io(pipe: DiTFusePipeline, index: int, run) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,16 +1,14 @@
 """The bundled model answers `[CONTROL]` prompts (#25): brightness by the amounts in its ditfuse.json, contrast
 up and down, and fusions exactly as without its control layer."""
-import copy
 import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from ditfuse_core import examples
 from ditfuse_core.pipeline import model_folder
-from bundled_pipes import bundled_pipe, equal_weights
+from bundled_pipes import bundled_pipe, equal_weights, twin
 
 SIDE = dict(max_side=256, min_scale=1.0)  # small working size: the amounts do not depend on it
 
@@ -57,12 +55,11 @@ def test_without_a_control_subtag_the_control_layer_adds_nothing(pipe):
     from tools.bundled import control
 
     a, b = [Image.open(p) for p in examples.pair_paths("ivif")]
-    plain = copy.copy(pipe)  # the same model with the control flags and units taken out (the head's value rows 0–4;
-    plain.transformer = copy.deepcopy(pipe.transformer)  # rows 5 and 6 carry the exposure and IVIF subtags' flags)
-    layer = plain.transformer.layers[0]
-    with torch.no_grad():
-        layer.self_attn.to_out[0].weight[:, :5] = 0
-        layer.mlp.down_proj.weight[:, :control.UNITS] = 0
+    def edit(t):  # the control flags and units taken out (the head's value rows 0–4; 5 and 6 carry the exposure
+        t.layers[0].self_attn.to_out[0].weight[:, :5] = 0  # and IVIF subtags' flags)
+        t.layers[0].mlp.down_proj.weight[:, :control.UNITS] = 0
+
+    plain = twin(pipe, edit)
     for task in ("ivif", "mff"):
         with_layer = np.asarray(pipe.fuse(a, b, task=task, **SIDE)[0])
         without = np.asarray(plain.fuse(a, b, task=task, **SIDE)[0])

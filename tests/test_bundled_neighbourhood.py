@@ -1,15 +1,13 @@
 """The bundled model's neighbourhood layer (tools/bundled/neighbourhood.py, #25): each input token gets the kernel
 mean of its neighbourhood (image 1's within image 1, image 2's over both images, which is all the selection needs),
 and prompts that do not select still get the plain average."""
-import copy
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from ditfuse_core import examples
-from bundled_pipes import bundled_pipe, equal_weights, layer_io
+from bundled_pipes import bundled_pipe, equal_weights, layer_io, twin
 from tools.bundled.average_init import CODE, M_IN, MIRROR, S, _content_basis
 from tools.bundled.focus_map import smooth_tokens
 
@@ -23,11 +21,7 @@ def pipe():
 
 def _without_neighbourhood(pipe):
     """The same model with the neighbourhood layer's head taken out (q = 0 on every token)."""
-    plain = copy.copy(pipe)
-    plain.transformer = copy.deepcopy(pipe.transformer)
-    with torch.no_grad():
-        plain.transformer.layers[1].self_attn.to_out[0].weight.zero_()
-    return plain
+    return twin(pipe, lambda t: t.layers[1].self_attn.to_out[0].weight.zero_())
 
 
 def test_input_tokens_hold_their_neighbourhood_mean(pipe):

@@ -188,6 +188,23 @@ def _slot_logit(attn, head: int, slot: int, q_dims, k_dim: int, bonus: float, q_
     attn.to_k.weight[row, k_dim] = beta
 
 
+def _kernel_slots(attn, head: int, rms_q: float, rms_k: float, ms: float) -> float:
+    """The first 4·len(KERNEL) non-rotating slots of ``head``: position logits Σ g·cos(ω·Δ) per axis, the smoothing
+    kernel (`focus_map.kernel_logit`) for queries and keys of RMS rms_q, rms_k. Returns the logit at Δ = 0."""
+    slots = _nope_slots()
+    peak = 0.0
+    for i, (f, gain) in enumerate(KERNEL):  # per axis: CODE holds (sin, cos) of FREQS[f] at 2f, 2f + 1
+        alpha = math.sqrt(gain * math.sqrt(HEAD_DIM) * rms_q * rms_k) / ms
+        for axis in range(2):
+            for j in range(2):
+                row = head * HEAD_DIM + slots[4 * i + 2 * axis + j]
+                d = CODE[12 * axis + 2 * f + j]
+                attn.to_q.weight[row, d] = alpha
+                attn.to_k.weight[row, d] = alpha
+        peak += 2 * gain
+    return peak
+
+
 def _build_focus(model, focus: dict, E: torch.Tensor, sizes: dict, ms: float) -> None:
     """The multi-focus filter (`focus_map`): target M·c + D·c + O·smooth(P·c) unless the prompt carries a gate
     token (the first token of the IVIF/MEF subtags and of the control/segmentation tags, ``focus["gate_ids"]``).
@@ -221,17 +238,7 @@ def _build_focus(model, focus: dict, E: torch.Tensor, sizes: dict, ms: float) ->
     for w in (attn.to_q.weight, attn.to_k.weight, attn.to_v.weight):
         w[h4] = 0
     attn.to_out[0].weight[:, h4] = 0
-    slots = _nope_slots()
-    peak = 0.0
-    for i, (f, gain) in enumerate(KERNEL):  # per axis: CODE holds (sin, cos) of FREQS[f] at 2f, 2f + 1
-        alpha = math.sqrt(gain * math.sqrt(HEAD_DIM) * rms_out * rms_in) / ms
-        for axis in range(2):
-            for j in range(2):
-                row = 4 * HEAD_DIM + slots[4 * i + 2 * axis + j]
-                d = CODE[12 * axis + 2 * f + j]
-                attn.to_q.weight[row, d] = alpha
-                attn.to_k.weight[row, d] = alpha
-        peak += 2 * gain
+    peak = _kernel_slots(attn, 4, rms_out, rms_in, ms)
     # output keys' code is RATIO× stronger than input keys' (they are normalised by rms_out): the input
     # bonus beats the output token at the query's own position by MARGIN, with 2 % to spare for its RMS
     b_in = 1.02 * RATIO * peak - peak + MARGIN

@@ -24,6 +24,7 @@ import torch
 
 from .average_init import B_SINK, FREE, HEAD_DIM, HIDDEN, M_IN, M_OUT, M_T, MARGIN, MARK_IN, S
 from .average_init import _content_basis, _marker_gain, _nope_slots, nominal_sizes
+from .grow import insert_layer, widen_mlps
 
 # FREE[0], FREE[1] are the BOS and gate markers of the multi-focus path; the rest carry this layer's markers on the
 # text tokens and, after its attention, its flags on the input tokens
@@ -94,38 +95,30 @@ def slot(attn, head: int, index: int, q_dims: dict, k_dims: dict) -> None:
         attn.to_k.weight[row, d] = w
 
 
+def add_subtag_flag(model, token: int, marker_dim: int, value_row: int, flag_dim: int) -> None:
+    """Layer 0's control head also takes input queries to ``token`` (given a marker in ``marker_dim``, a key like
+    the control subtags' kind tokens; no prompt of the authors' has both), its value row ``value_row`` writing
+    FLAG into the input tokens' ``flag_dim``; a prompt without the token leaves them at BOS (value 0). How
+    `exposure` and `focus_energy` learn which subtag a prompt has."""
+    model.embed_tokens.weight[token, marker_dim] = TEXT_VAL
+    attn = model.layers[0].self_attn
+    row = _nope_slots()[1]  # the key slot of the subtag tokens (q: the input marker)
+    b_ctl = attn.to_k.weight[row, KIND_DIMS["LIGHT"]].item()
+    assert b_ctl != 0 and attn.to_k.weight[row, marker_dim] == 0, "layer 0 is not the control layer"
+    attn.to_k.weight[row, marker_dim] = b_ctl
+    assert not attn.to_v.weight[value_row].any(), f"the control head's value row {value_row} is in use"
+    attn.to_v.weight[value_row, marker_dim] = 1.0 / math.sqrt(HIDDEN)  # the token normalises to √HIDDEN there
+    attn.to_out[0].weight[flag_dim, value_row] = FLAG
+
+
 @torch.no_grad()
 def add_control(model, vae, tokenizer, amounts: dict, seed: int = 0):
     """A new transformer: ``model`` (built by `average_init.init_average`) with the control layer in front.
     The other layers' weights are copied unchanged (their MLPs padded with zero units)."""
-    from ditfuse_core.transformer import DiTFuseTransformer
-
-    cfg = dict(model.config)
-    old_units = cfg["intermediate_size"]
-    cfg.update(num_layers=cfg["num_layers"] + 1, intermediate_size=max(old_units, UNITS))
-    cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
-    new = DiTFuseTransformer(**cfg)
-    n_units = cfg["intermediate_size"]
-    state = {}
-    for k, v in model.state_dict().items():
-        if k.startswith("layers."):
-            i, rest = k.split(".", 2)[1:]
-            k = f"layers.{int(i) + 1}.{rest}"
-            if rest == "mlp.gate_up_proj.weight":
-                w = torch.zeros(2 * n_units, v.shape[1], dtype=v.dtype)
-                w[:old_units], w[n_units:n_units + old_units] = v[:old_units], v[old_units:]
-                v = w
-            elif rest == "mlp.down_proj.weight":
-                w = torch.zeros(v.shape[0], n_units, dtype=v.dtype)
-                w[:, :old_units] = v
-                v = w
-        state[k] = v
-    fresh = new.state_dict()
-    for k, v in fresh.items():
-        if k.startswith("layers.0."):
-            state[k] = torch.zeros_like(v)
-    new.load_state_dict(state)
-    new.to(torch.float32)
+    new = insert_layer(model, 0)
+    if new.config.intermediate_size < UNITS:
+        widen_mlps(new, UNITS - new.config.intermediate_size)
+    n_units = new.config.intermediate_size
     # the later layers must not read this layer's dims (they do not: their rows/columns there are zero)
     for blk in new.layers[1:]:
         a = blk.self_attn

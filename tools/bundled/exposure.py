@@ -26,12 +26,13 @@ import math
 
 import torch
 
-from .average_init import FREE, HIDDEN, M_IN, M_OUT, M_T
-from .average_init import _content_basis, _nope_slots, nominal_sizes
-from .selection import ALPHA, E_DIM, K_OFF, _widen_mlps
+from .average_init import FREE, M_IN, M_OUT, M_T
+from .average_init import _content_basis, nominal_sizes
+from .control import FLAG, add_subtag_flag
+from .grow import widen_mlps
+from .selection import ALPHA, E_DIM, K_OFF
 
 MEF_DIM, FLAG_DIM = M_T[1], M_OUT[1]
-TEXT_VAL, FLAG = 100.0, 100.0
 V_ROW = 5  # the control head's value rows 0–4 carry its five flags
 K_ENERGY = 200.0  # the flag's pull on the energy units' gates (detail energies' |h·z| stay far below)
 K_EXPO = 60.0     # the exposure units' gates sit this far below zero without the flag (SiLU(−60) ≈ 1e−25)
@@ -71,22 +72,11 @@ def add_exposure(model, vae, tokenizer, beta_x: float, sel_beta: float, centre: 
     E = _content_basis(seed)
     sizes = nominal_sizes()
     rms_in, n_in, n_out = sizes["rms_in"], sizes["n_in"], sizes["n_out"]
-    one = math.sqrt(HIDDEN)
     f32 = lambda x: x.to(torch.float32)  # noqa: E731
 
     tok = mef_token(tokenizer)
-    emb = model.embed_tokens.weight
-    emb[tok, FREE[1]] = 0
-    emb[tok, MEF_DIM] = TEXT_VAL
-    # ---- layer 0, head 0 (the control head): input queries also go to the MEF token, else BOS (value 0) --------
-    attn = model.layers[0].self_attn
-    row = _nope_slots()[1]  # the control head's key slot for its subtag tokens (q: the input marker)
-    b_ctl = attn.to_k.weight[row, FREE[2]].item()
-    assert b_ctl != 0 and attn.to_k.weight[row, MEF_DIM] == 0, "layer 0 is not the control layer"
-    attn.to_k.weight[row, MEF_DIM] = b_ctl
-    assert not attn.to_v.weight[V_ROW].any(), "the control head's value row for the flag is in use"
-    attn.to_v.weight[V_ROW, MEF_DIM] = 1.0 / one
-    attn.to_out[0].weight[FLAG_DIM, V_ROW] = FLAG
+    model.embed_tokens.weight[tok, FREE[1]] = 0  # no longer a gate token
+    add_subtag_flag(model, tok, MEF_DIM, V_ROW, FLAG_DIM)  # the control head: input queries → the MEF token
     # ---- layer 0's MLP ----------------------------------------------------------------------------------------
     mlp = model.layers[0].mlp
     gu, down = mlp.gate_up_proj.weight, mlp.down_proj.weight
@@ -97,7 +87,7 @@ def add_exposure(model, vae, tokenizer, beta_x: float, sel_beta: float, centre: 
         gu[unit, FLAG_DIM] -= K_ENERGY * per_flag
         gu[unit, M_OUT[0]] -= K_ENERGY * per_flag
     a, a0, resid = luminance_map(vae, model.config.patch_size)
-    first = _widen_mlps(model, 2)
+    first = widen_mlps(model, 2)
     mlp = model.layers[0].mlp
     gu, down = mlp.gate_up_proj.weight, mlp.down_proj.weight
     n_units = down.shape[1]

@@ -19,14 +19,14 @@ GAIN is chosen on the multi-focus training pairs of the selection by the selecti
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
-from .average_init import FREE, HIDDEN, M_IN, M_OUT, S, T_DIM
-from .average_init import _content_basis, _nope_slots, nominal_sizes
-from .exposure import FLAG, FLAG_DIM, K_ENERGY, K_EXPO, TEXT_VAL
-from .selection import ALPHA, CHANNELS, E_DIM, K_OFF, _widen_mlps
+from .average_init import M_IN, M_OUT, S, T_DIM
+from .average_init import _content_basis, nominal_sizes
+from .control import FLAG, add_subtag_flag
+from .exposure import FLAG_DIM, K_ENERGY, K_EXPO
+from .grow import widen_mlps
+from .selection import ALPHA, CHANNELS, E_DIM, K_OFF
 
 MARK_DIM, IVIF_DIM = T_DIM  # on the IVIF token / on input tokens after the control head
 V_ROW = 6  # the control head's value row for the IVIF flag (0–4 control flags, 5 the exposure flag)
@@ -64,24 +64,14 @@ def add_focus_energy(model, tokenizer, gain: float, seed: int = 0) -> int:
     per_flag = rms_in / FLAG  # x_n = FLAG·flag / rms_in on input tokens
 
     tok = gate_token_ids(tokenizer)[0]
-    emb = model.embed_tokens.weight
-    assert not emb[:, MARK_DIM].any(), "a token already carries the IVIF marker"
-    emb[tok, MARK_DIM] = TEXT_VAL
-    # ---- layer 0, head 0 (the control head): input queries also go to the IVIF token --------------------------
-    attn = model.layers[0].self_attn
-    row = _nope_slots()[1]
-    b_ctl = attn.to_k.weight[row, FREE[2]].item()  # the subtag keys' weight (control's LIGHT kind dim)
-    assert b_ctl != 0 and attn.to_k.weight[row, MARK_DIM] == 0, "layer 0 is not the control layer"
-    attn.to_k.weight[row, MARK_DIM] = b_ctl
-    assert not attn.to_v.weight[V_ROW].any(), "the control head's value row for the IVIF flag is in use"
-    attn.to_v.weight[V_ROW, MARK_DIM] = 1.0 / math.sqrt(HIDDEN)
-    attn.to_out[0].weight[IVIF_DIM, V_ROW] = FLAG
+    assert not model.embed_tokens.weight[:, MARK_DIM].any(), "a token already carries the IVIF marker"
+    add_subtag_flag(model, tok, MARK_DIM, V_ROW, IVIF_DIM)  # the control head: input queries → the IVIF token
     # ---- layer 0's MLP: the energy units ------------------------------------------------------------------------
     mlp = model.layers[0].mlp
     old = (mlp.down_proj.weight[E_DIM] > 0).nonzero().flatten().tolist()  # the exposure units write −α_x
     fine, planar = split_directions()
     assert len(old) == 2 * (len(fine) + len(planar)), "layer 0 does not hold the selection's energy units"
-    first = _widen_mlps(model, 2 * len(fine))
+    first = widen_mlps(model, 2 * len(fine))
     mlp = model.layers[0].mlp
     gu, down = mlp.gate_up_proj.weight, mlp.down_proj.weight
     n_units = down.shape[1]

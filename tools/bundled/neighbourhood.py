@@ -24,10 +24,11 @@ import math
 
 import torch
 
-from .average_init import CODE, FREE, HEAD_DIM, HIDDEN, M_OUT, M_T, MARGIN, MIRROR, RATIO
-from .average_init import _content_basis, _marker_gain, _nope_slots, nominal_sizes
+from .average_init import CODE, FREE, HIDDEN, M_OUT, M_T, MARGIN, MIRROR, RATIO
+from .average_init import _content_basis, _kernel_slots, _marker_gain, nominal_sizes
 from .constants import BAND_SIGMAS, KERNEL
 from .control import slot
+from .grow import insert_layer
 from .selection import detail_projection
 
 CHOSEN_ON = ("σ 4 / 8 / 16 / 32 px on the selection's training pairs (12 synthetic multi-focus, 15 train/roadscene, "
@@ -54,26 +55,6 @@ def fit_base(vae, sources, sigma: int, crops: int = 48, seed: int = 0) -> tuple[
     return maps, rec
 
 
-def _insert_layer(model, at: int):
-    """A new transformer: ``model`` with a zero layer (an identity) inserted at index ``at``."""
-    from ditfuse_core.transformer import DiTFuseTransformer
-
-    cfg = {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
-    cfg["num_layers"] += 1
-    new = DiTFuseTransformer(**cfg)
-    state = {}
-    for k, v in model.state_dict().items():
-        if k.startswith("layers."):
-            i, rest = k.split(".", 2)[1:]
-            k = f"layers.{int(i) + (int(i) >= at)}.{rest}"
-        state[k] = v
-    for k, v in new.state_dict().items():
-        if k.startswith(f"layers.{at}."):
-            state[k] = torch.ones_like(v) if k.endswith("layernorm.weight") else torch.zeros_like(v)
-    new.load_state_dict(state)
-    return new.to(torch.float32)
-
-
 @torch.no_grad()
 def add_neighbourhood(model, maps: dict, strength: float, seed: int = 0):
     """A new transformer: ``model`` (control, average, selection) with the neighbourhood layer at index 1 and the
@@ -84,7 +65,7 @@ def add_neighbourhood(model, maps: dict, strength: float, seed: int = 0):
     sizes = nominal_sizes()
     rms_in, n_in, n_out = sizes["rms_in"], sizes["n_in"], sizes["n_out"]
     f32 = lambda x: x.to(torch.float32)  # noqa: E731
-    model = _insert_layer(model, 1)
+    model = insert_layer(model, 1)
     ms = model.rope_mscale
     D, P, O = (maps[k].to(torch.float64) for k in ("D", "P", "O"))
     r = P.shape[0]
@@ -92,17 +73,7 @@ def add_neighbourhood(model, maps: dict, strength: float, seed: int = 0):
 
     # ---- layer 1, head 0: input queries → the kernel over their neighbourhood of input tokens; others → BOS ------
     attn = model.layers[1].self_attn
-    slots = _nope_slots()
-    peak = 0.0
-    for i, (f, gain) in enumerate(KERNEL):  # as `average_init._build_focus`'s smoothing head, for input queries
-        alpha = math.sqrt(gain * math.sqrt(HEAD_DIM) * rms_in * rms_in) / ms
-        for axis in range(2):
-            for j in range(2):
-                row = slots[4 * i + 2 * axis + j]
-                d = CODE[12 * axis + 2 * f + j]
-                attn.to_q.weight[row, d] = alpha
-                attn.to_k.weight[row, d] = alpha
-        peak += 2 * gain
+    peak = _kernel_slots(attn, 0, rms_in, rms_in, ms)  # as `average_init`'s smoothing head, for input queries
     # output queries' code is RATIO× an input query's (normalised by their smaller RMS), and their own and the other
     # output tokens' keys RATIO² (2 % to spare for their RMS): BOS (key weight k_w) must beat those; the time query
     # has no code (text keys, without code, sit at 0; input keys within reach at up to +peak for input queries)

@@ -27,6 +27,7 @@ import torch
 from .average_init import B_SINK, FREE, HEAD_DIM, HIDDEN, M_IN, M_OUT, M_T, MARGIN
 from .average_init import _content_basis, _marker_gain, _nope_slots, nominal_sizes
 from .control import slot
+from .grow import widen_mlps
 
 G_DIM, E_DIM = FREE[2], FREE[3]  # output tokens: the gate flag; input tokens: the detail energy
 G_VAL = 30.0
@@ -54,24 +55,6 @@ def detail_projection(strength: float) -> torch.Tensor:
     for c in range(16):
         p[c * 16:(c + 1) * 16, c * 16:(c + 1) * 16] -= 1.0 / 16
     return strength * p
-
-
-def _widen_mlps(model, extra: int) -> int:
-    """Give every layer's MLP ``extra`` more (zero) units (one intermediate size for all layers); returns the
-    index of the first new unit."""
-    old = model.config.intermediate_size
-    new = old + extra
-    for blk in model.layers:
-        mlp = blk.mlp
-        gu = torch.nn.Linear(HIDDEN, 2 * new, bias=False, dtype=mlp.gate_up_proj.weight.dtype)
-        dn = torch.nn.Linear(new, HIDDEN, bias=False, dtype=mlp.down_proj.weight.dtype)
-        gu.weight.zero_()
-        dn.weight.zero_()
-        gu.weight[:old], gu.weight[new:new + old] = mlp.gate_up_proj.weight[:old], mlp.gate_up_proj.weight[old:]
-        dn.weight[:, :old] = mlp.down_proj.weight
-        mlp.gate_up_proj, mlp.down_proj = gu, dn
-    model.register_to_config(intermediate_size=new)
-    return old
 
 
 def _row(head: int, index: int) -> int:
@@ -112,7 +95,7 @@ def add_selection(model, beta: float, strength: float, seed: int = 0, align_gain
     # text tokens after the images have averaged image content (their queries attend uniformly), and an energy
     # of theirs would draw every output query; in layer 0 only the image tokens carry content ---------------------
     H = detail_directions()
-    first = _widen_mlps(model, 2 * len(H))
+    first = widen_mlps(model, 2 * len(H))
     mlp = model.layers[0].mlp
     n_units = mlp.down_proj.weight.shape[1]
     gu = mlp.gate_up_proj.weight
