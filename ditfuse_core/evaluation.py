@@ -87,7 +87,8 @@ class _DiTFuse:
 
     def __call__(self, task, img1, img2):
         to_pil = lambda x: Image.fromarray(x).convert("RGB")  # noqa: E731
-        out = self.pipe.fuse(to_pil(img1), to_pil(img2), task=task, seed=self.args.seed, steps=self.args.steps)
+        out = self.pipe.fuse(to_pil(img1), to_pil(img2), task=task, seed=self.args.seed, steps=self.args.steps,
+                             instruction=getattr(self.args, "instruction", ""))
         return np.asarray(out[0].convert("RGB"))
 
 
@@ -127,6 +128,8 @@ def ditfuse_source(args) -> str:
 
     source = {"model": _content(model_folder(args.model)), "lora": _content(args.lora), "seed": args.seed,
               "steps": args.steps, "dtype": str(args.dtype), "weights": getattr(args, "weights", "auto")}
+    if getattr(args, "instruction", ""):  # only when given: the standard prompt's fusions keep their digest
+        source["instruction"] = args.instruction
     return hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()
 
 
@@ -307,6 +310,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "fp8 halves their memory against bf16")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--steps", type=int, default=None)
+    g.add_argument("--instruction", default="",
+                   help="the requirement sentence, as `ditfuse fuse --instruction` (default: the task's standard "
+                        "prompt); e.g. an authors' preset, listed by `ditfuse --help`")
 
 
 def register(subparsers) -> argparse.ArgumentParser:

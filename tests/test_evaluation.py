@@ -99,21 +99,22 @@ def test_eval_calls_ditfuse_pipeline(tmp_path, monkeypatch):
             calls["load"] = kw
             return cls()
 
-        def fuse(self, img1, img2, task, seed, steps):
-            calls["fuse"] = (img1.size, img2.size, task, seed, steps)
+        def fuse(self, img1, img2, task, seed, steps, instruction):
+            calls["fuse"] = (img1.size, img2.size, task, seed, steps, instruction)
             return [img1]
 
     monkeypatch.setattr(pipeline, "DiTFusePipeline", Fake)
     _write(tmp_path / "d" / "vi" / "p.png", 1, color=True)
     _write(tmp_path / "d" / "ir" / "p.png", 2)
-    evaluation.run(_args(tmp_path, tmp_path / "d", methods="ditfuse", metrics="EN", seed="3", steps="2"))
+    evaluation.run(_args(tmp_path, tmp_path / "d", methods="ditfuse", metrics="EN", seed="3", steps="2",
+                         instruction="Keep the warm targets bright."))
     assert calls["load"] == {"model": None, "lora": None, "device": "cpu", "dtype": "auto", "weights": "auto"}
-    assert calls["fuse"] == ((56, 40), (56, 40), "ivif", 3, 2)
+    assert calls["fuse"] == ((56, 40), (56, 40), "ivif", 3, 2, "Keep the warm targets bright.")
 
 
 def test_a_resumed_eval_reuses_only_fusions_of_the_same_model_and_settings(tmp_path, monkeypatch):
     """Fused images in --out are reused on a rerun, DiTFuse's only while the model's files and the settings are
-    the same: a model rebuilt in place (same size, other bytes) or other steps fuse again."""
+    the same: a model rebuilt in place (same size, other bytes), other steps or another instruction fuse again."""
     pipeline = pytest.importorskip("ditfuse_core.pipeline")
     fused = []
 
@@ -122,7 +123,7 @@ def test_a_resumed_eval_reuses_only_fusions_of_the_same_model_and_settings(tmp_p
         def from_pretrained(cls, **kw):
             return cls()
 
-        def fuse(self, img1, img2, task, seed, steps):
+        def fuse(self, img1, img2, task, seed, steps, instruction):
             fused.append(steps)
             return [img1]
 
@@ -133,10 +134,10 @@ def test_a_resumed_eval_reuses_only_fusions_of_the_same_model_and_settings(tmp_p
     model.mkdir()
     (model / "weights.bin").write_bytes(bytes(300_000))
 
-    def run(steps):
+    def run(steps, **kw):
         fused.clear()
         evaluation.run(_args(tmp_path, tmp_path / "d", methods="ditfuse,average", metrics="EN", steps=steps,
-                             model=str(model)))
+                             model=str(model), **kw))
         return len(fused)
 
     assert run("2") == 1
@@ -145,6 +146,9 @@ def test_a_resumed_eval_reuses_only_fusions_of_the_same_model_and_settings(tmp_p
     assert run("2") == 1
     assert run("2") == 0
     assert run("3") == 1                                           # other settings
+    assert run("3", instruction="Keep the warm targets bright.") == 1  # another instruction
+    assert run("3", instruction="Keep the warm targets bright.") == 0
+    assert run("3") == 1                                           # the standard prompt again
 
 
 def test_eval_passes_weights_to_the_model(tmp_path, monkeypatch):
@@ -161,7 +165,7 @@ def test_eval_passes_weights_to_the_model(tmp_path, monkeypatch):
             loads.append(kw["weights"])
             return cls()
 
-        def fuse(self, img1, img2, task, seed, steps):
+        def fuse(self, img1, img2, task, seed, steps, instruction):
             return [img1]
 
     monkeypatch.setattr(pipeline, "DiTFusePipeline", Fake)
