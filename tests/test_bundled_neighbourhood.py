@@ -20,8 +20,8 @@ def pipe():
 
 
 def _without_neighbourhood(pipe):
-    """The same model with the neighbourhood layer's head taken out (q = 0 on every token)."""
-    return twin(pipe, lambda t: t.layers[1].self_attn.to_out[0].weight.zero_())
+    """The same model with the neighbourhood layer's head taken out (q = 0 on every token; heads 1–3: warm.py)."""
+    return twin(pipe, lambda t: t.layers[1].self_attn.to_out[0].weight[:, :64].zero_())
 
 
 def test_input_tokens_hold_their_neighbourhood_mean(pipe):
@@ -33,7 +33,7 @@ def test_input_tokens_hold_their_neighbourhood_mean(pipe):
     rows = torch.asin(x_in[inputs[:n], CODE[10]].clamp(-1, 1)) * 64 / torch.pi  # sin of the slowest row frequency
     width = int((rows.round() == 0).sum())
     E = _content_basis(0)
-    v = layer.self_attn.to_v.weight.double()
+    v = layer.self_attn.to_v.weight[:64].double()                 # head 0 (heads 1–3: tools/bundled/warm.py)
     r = int((v.abs().sum(1) > 0).sum())
     P = v[:r] @ E                                            # the head's values are P·z
     z = x_in[inputs][:, S] @ E[S]                            # each token's latent (256, E's orthonormal columns)

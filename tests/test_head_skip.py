@@ -11,8 +11,8 @@ from ditfuse_core.pipeline import DiTFusePipeline
 def test_skipping_zero_heads_changes_nothing(monkeypatch):
     torch.set_num_threads(2)
     pipe = DiTFusePipeline.from_pretrained(None, device="cpu")
-    attn = pipe.transformer.layers[0].self_attn  # the bundled model's control layer: one head of five is used
-    assert transformer._active_heads(attn, 64).tolist() == [0]
+    attn = pipe.transformer.layers[0].self_attn  # the bundled model's control layer: two heads of five are used
+    assert transformer._active_heads(attn, 64).tolist() == [0, 1]
     a, b = [Image.open(p) for p in examples.pair_paths("mff")]
     kw = dict(max_side=256, min_scale=1.0)
     runs = {}
@@ -29,6 +29,6 @@ def test_weights_made_under_inference_mode_are_read_too():
     """ComfyUI loads models under torch.inference_mode: such tensors keep no version counter."""
     with torch.inference_mode():
         pipe = DiTFusePipeline.from_pretrained(None, device="cpu")
-    assert transformer._active_heads(pipe.transformer.layers[0].self_attn, 64).tolist() == [0]
-    assert transformer._active_heads(pipe.transformer.layers[1].self_attn, 64).tolist() == [0]  # neighbourhood
+    assert transformer._active_heads(pipe.transformer.layers[0].self_attn, 64).tolist() == [0, 1]  # control, warm
+    assert transformer._active_heads(pipe.transformer.layers[1].self_attn, 64).tolist() == [0, 1, 2, 3]  # + warm
     assert transformer._active_heads(pipe.transformer.layers[2].self_attn, 64) is None

@@ -11,9 +11,11 @@ from PIL import Image
 
 from ditfuse_core.linear_autoencoder import LinearAutoencoder
 from ditfuse_core.pipeline import BUNDLED_MODEL, DiTFusePipeline
+from ditfuse_core.prompts import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "example_images"
+WARM = PRESETS["ivif"][1]  # the authors' "warm targets" preset (tools/bundled/warm.py)
 
 
 def _script():
@@ -72,7 +74,7 @@ def test_a_missing_training_pack_is_built_from_shared_data(tmp_path, monkeypatch
 
 def test_the_bundled_model_runs_in_fp32_with_dtype_auto_on_every_device_and_close_in_bf16():
     """Its ditfuse.json asks for fp32, so dtype "auto" (bf16 on a GPU for other models) gives fp32 everywhere;
-    an explicit bf16 works and stays within a few levels (until the patch embedding became a matmul, the CPU's
+    an explicit fp16 or bf16 works and stays within a few levels (until the patch embedding became a matmul, the CPU's
     bf16 convolution turned it into noise: mean |Δ| 81 of 255)."""
     from ditfuse_core.checkpoint import model_meta
     from ditfuse_core.devices import resolve_model_dtype
@@ -89,4 +91,9 @@ def test_the_bundled_model_runs_in_fp32_with_dtype_auto_on_every_device_and_clos
     assert DiTFusePipeline.from_pretrained().dtype == torch.float32
     for dt, limit in (("fp16", 0.2), ("bf16", 1.0)):
         diff = np.abs(fused[dt] - fused["auto"])
-        assert diff.mean() < limit and diff.max() <= 4, (dt, diff.mean(), diff.max())
+        assert diff.mean() < limit and diff.max() <= 5, (dt, diff.mean(), diff.max())  # 4 before the warm targets
+    # the warm targets' image identity rests on a tie of attention logits: fp16 keeps it, bf16 does not (card)
+    warm = [DiTFusePipeline.from_pretrained(dtype=dt).fuse(a, b, task="ivif", max_side=192, instruction=WARM)[0]
+            for dt in ("auto", "fp16")]
+    warm = [np.asarray(w, np.float64) for w in warm]
+    assert np.abs(warm[1] - warm[0]).mean() < 0.2 and np.abs(warm[1] - warm[0]).max() <= 2

@@ -131,6 +131,9 @@ def main(argv=None):
     ap.add_argument("--focus-energy", type=float, default=None, metavar="GAIN",
                     help="with --exposure: multi-focus prompts measure activity on the tokens' fine detail, GAIN times "
                          "(tools/bundled/focus_energy.py; chosen on training pairs: 2)")
+    ap.add_argument("--warm-targets", type=float, default=None, metavar="GAMMA",
+                    help="with --neighbourhood: the word 'warm' in a prompt raises warm targets to image 2's brightness "
+                         "(tools/bundled/warm.py; chosen on training pairs: 20)")
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--intermediate", type=int, default=768)
     ap.add_argument("--vae-latent", type=int, default=recipes.TINY_VAE["latent"])
@@ -162,6 +165,8 @@ def main(argv=None):
     if (a.neighbourhood or a.focus_energy) and not a.exposure:
         ap.error("--neighbourhood and --focus-energy go in after the selection and the exposure weighting: use them "
                  "with --exposure")
+    if a.warm_targets and not a.neighbourhood:
+        ap.error("--warm-targets uses the neighbourhood layer's free heads: use it with --neighbourhood")
     if a.exposure and not a.selection:
         ap.error("--exposure rides on the selection: use it with --selection")
     if a.selection and not (a.focus and a.control):
@@ -338,6 +343,10 @@ def main(argv=None):
             from tools.bundled import focus_energy
 
             focus_energy.main([str(out), "--gain", str(a.focus_energy)])
+        if a.warm_targets:
+            from tools.bundled import warm
+
+            warm.main([str(out), "--gamma", str(a.warm_targets)])
         record = json.loads((out / "ditfuse.json").read_text())
     write_card(out, record)
     size = _size_mb(out / "transformer") + _size_mb(out / "vae")
@@ -395,6 +404,13 @@ def _focus_energy_text(c: dict) -> list[str]:
     return [f"On multi-focus prompts the selection's activity is the detail energy without each token's planar trend, "
             f"×{c['gain']} (`tools/bundled/focus_energy.py`: a blurred edge's ramp is no activity; chosen on "
             f"{c['chosen_on']})."]
+
+
+def _warm_text(c: dict) -> list[str]:
+    return ["With the word \"warm\" in the prompt (the authors' IVIF preset \"Keep the warm targets of the infrared image",
+            "bright …\") each output latent pixel where image 2's smooth luminance is above image 1's is raised by half the",
+            f"difference, to image 2's brightness over the fusion's texture (`tools/bundled/warm.py`, soft max with γ {c['gamma']:g},",
+            f"chosen on {c['chosen_on']}). Other prompts are unchanged (within 1 level of 255, mean 0.03)."]
 
 
 def _control_text(c: dict) -> list[str]:
@@ -481,6 +497,7 @@ def write_card(out: Path, rec: dict) -> None:
                  *(_exposure_text(d["exposure"]) if d.get("exposure") else []),
                  *(_neighbourhood_text(d["neighbourhood"]) if d.get("neighbourhood") else []),
                  *(_focus_energy_text(d["focus_energy"]) if d.get("focus_energy") else []),
+                 *(_warm_text(d["warm"]) if d.get("warm") else []),
                  *(_control_text(d["control"]) if d.get("control") else []),
                  "Training from this starting point is in the recipe (`--average-init` with `--dit-minutes N`); runs",
                  "of up to an hour on this 2-core CPU did not improve on it (see docs/notes/findings.md)."]
@@ -505,7 +522,7 @@ def write_card(out: Path, rec: dict) -> None:
         tr_line,
         f"* sampling defaults (ditfuse.json): {rec['defaults']}",
         *([f"* precision (ditfuse.json): {rec['precision']['dtype']} on every device with dtype auto (bf16 works, "
-           "but its rounded weights move a fusion by up to 4 of 255 levels)"] if rec.get("precision") else []),
+           "but its rounded weights move a fusion by up to 5 of 255 levels, and the warm targets need fp32 or fp16)"] if rec.get("precision") else []),
         "",
         "## Evaluation", "",
     ]

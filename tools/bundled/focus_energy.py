@@ -35,12 +35,17 @@ CHOSEN_ON = ("the 12 synthetic multi-focus training pairs of the selection's cho
              "0.6956 / 0.6977, SSIM 0.8601 / 0.8592 / 0.8584 / 0.8576 / 0.8563 (averaging 0.8654)")
 
 
+def planar_basis() -> torch.Tensor:
+    """[16, 3] orthonormal: a channel's mean, row ramp and column ramp over a token's 4 × 4 latent pixels."""
+    r, c = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
+    trend = torch.stack([torch.ones(16), r.flatten() - 1.5, c.flatten() - 1.5], 1).double()
+    return torch.linalg.qr(trend)[0]
+
+
 def split_directions() -> tuple[torch.Tensor, torch.Tensor]:
     """(fine [13·CHANNELS, 256], planar [2·CHANNELS, 256]), orthonormal, spanning with each other the selection's
     detail directions (`selection.detail_directions`)."""
-    r, c = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
-    trend = torch.stack([torch.ones(16), r.flatten() - 1.5, c.flatten() - 1.5], 1).double()
-    q = torch.linalg.qr(trend)[0]                                     # mean, row ramp, column ramp
+    q = planar_basis()
     fine16 = torch.linalg.svd(torch.eye(16, dtype=torch.float64) - q @ q.T)[0][:, :13]
     fine, planar = [], []
     for ch in range(CHANNELS):
