@@ -23,11 +23,15 @@ from PIL import Image
 from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from ditfuse_core.prompts import PRESETS  # noqa: E402  (torch-free)
 SIZE = 320  # longest side of every example image
 
 PAIRS = {
     "ivif": {"image_1": "ivif_1_visible.png", "image_2": "ivif_2_infrared.png",
-             "source": "skimage.data.astronaut()", "instruction": ""},
+             "source": "skimage.data.astronaut()",
+             # the authors' "warm targets" preset: the instruction that asks for the infrared's bright targets
+             "instruction": PRESETS["ivif"][1]},
     "mff": {"image_1": "mff_1_far_focus.png", "image_2": "mff_2_near_focus.png",
             "source": "skimage.data.coffee()", "instruction": ""},
     "mef": {"image_1": "mef_1_over_exposed.png", "image_2": "mef_2_under_exposed.png",

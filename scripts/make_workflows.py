@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from comfy_harness import WF  # noqa: E402  (file names: the template browser's card titles)
+from ditfuse_core import examples  # noqa: E402  (torch-free: the example pairs' instructions)
 
 # Every shipped workflow leaves sampling at "model default" (steps 0, cfg / img_cfg -1, max_side 0): the model
 # picked in the loader brings its own settings (ditfuse.json), so the same JSON runs the bundled tiny model in
@@ -37,7 +38,9 @@ NOTE = (
     "## DiTFuse\n"
     "Runs out of the box with the bundled **ditfuse-tiny** model (small and fast, constructed, not trained: each "
     "part of the result comes more from the input with more detail, or the better-exposed one, and control "
-    "prompts brighten, darken or change contrast by fixed amounts) and the bundled example pair.\n\n"
+    "prompts brighten, darken or change contrast by fixed amounts; an instruction that asks for warm targets, "
+    "like the infrared-visible template's, keeps the infrared's warm regions at its brightness) and the bundled "
+    "example pair.\n\n"
     "For real results put **OmniGen-v1** (original folder or diffusers format) in `models/ditfuse/` and the "
     "**DiTFuse LoRA** in `models/ditfuse/loras/` and pick them in *DiTFuse Model Loader*: nothing else changes. "
     "Sampling is left at *model default* (steps 0, cfg and img_cfg -1), so each model runs with its own settings "
@@ -72,7 +75,8 @@ def workflows(bundled: str) -> dict[str, dict]:
             loader(bundled),
             ("pair", "DiTFuseExamplePair", {"pair": task}),
             ("fuse", "DiTFuseFuse", {"model": ("loader", 0), "image_1": ("pair", 0), "image_2": ("pair", 1),
-                                     "task": task, "instruction": "", **sampling(), "max_side": MAX_SIDE}),
+                                     "task": task, "instruction": examples.pairs()[task]["instruction"], **sampling(),
+                                     "max_side": MAX_SIDE}),
             ("save", "SaveImage", {"images": ("fuse", 0), "filename_prefix": f"DiTFuse/{task}"}),
         ]}
     wf[WF["control"]] = {"title": "DiTFuse control (fuse an exposure pair and brighten it)",
