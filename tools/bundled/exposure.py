@@ -108,30 +108,22 @@ def add_exposure(model, vae, tokenizer, beta_x: float, sel_beta: float, centre: 
 
 def main(argv=None) -> int:
     """Add exposure weighting to a built model folder that selects (made with --control and --selection) in place."""
-    import argparse
-    import json
-    from pathlib import Path
-
     from ditfuse_core.tokenizer import load_tokenizer
 
-    from .folder_edit import open_for_edit, save_in_place
+    from .folder_edit import edit_main
 
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("folder")
-    ap.add_argument("--sigma", type=float, default=0.2, help="width of the exposure weight (0..1 luminance)")
-    ap.add_argument("--centre", type=float, default=0.5)
-    a = ap.parse_args(argv)
-    folder = Path(a.folder)
-    meta, tr, model, vae = open_for_edit(folder, "exposure", "selection",
-                                         "exposure weighting rides on the selection: add it first (--selection)")
-    info = add_exposure(model, vae, load_tokenizer(folder), 1.0 / (2 * a.sigma ** 2), tr["selection"]["beta"],
-                        a.centre)
-    tr["exposure"] = {**info, "chosen_on": "synthetic exposure pairs (2.5–4.5 stops each way) from "
-                      "train/natural/bsds500, seed 7"}
-    save_in_place(model, folder, meta)
-    print(json.dumps(tr["exposure"]))
-    return 0
+    def options(ap):
+        ap.add_argument("--sigma", type=float, default=0.2, help="width of the exposure weight (0..1 luminance)")
+        ap.add_argument("--centre", type=float, default=0.5)
 
+    def apply(a, folder, tr, model, vae):
+        info = add_exposure(model, vae, load_tokenizer(folder), 1.0 / (2 * a.sigma ** 2), tr["selection"]["beta"],
+                            a.centre)
+        return model, {**info, "chosen_on": "synthetic exposure pairs (2.5–4.5 stops each way) from "
+                       "train/natural/bsds500, seed 7"}
+
+    return edit_main(argv, main.__doc__, "exposure", "selection",
+                     "exposure weighting rides on the selection: add it first (--selection)", options, apply)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -105,28 +105,20 @@ def add_focus_energy(model, tokenizer, gain: float, seed: int = 0) -> int:
 def main(argv=None) -> int:
     """Measure multi-focus activity on the tokens' fine detail, in a built model folder with the selection and the
     exposure weighting (made with --control, --selection and --exposure), in place."""
-    import argparse
-    import json
-    from pathlib import Path
-
     from ditfuse_core.tokenizer import load_tokenizer
 
-    from .folder_edit import open_for_edit, save_in_place
+    from .folder_edit import edit_main
 
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("folder")
-    ap.add_argument("--gain", type=float, default=2.0, help="weight of the fine-detail energy on multi-focus prompts "
-                    "(chosen on training pairs: 2)")
-    a = ap.parse_args(argv)
-    folder = Path(a.folder)
-    meta, tr, model, _ = open_for_edit(folder, "focus_energy", "exposure", "the fine-detail energy rewrites the "
-                                       "selection's energy units: add the selection and the exposure weighting first")
-    tok = add_focus_energy(model, load_tokenizer(folder), a.gain)
-    tr["focus_energy"] = {"gain": a.gain, "ivif_token": tok, "chosen_on": CHOSEN_ON}
-    save_in_place(model, folder, meta)
-    print(json.dumps(tr["focus_energy"]))
-    return 0
+    def options(ap):
+        ap.add_argument("--gain", type=float, default=2.0, help="weight of the fine-detail energy on multi-focus "
+                        "prompts (chosen on training pairs: 2)")
 
+    def apply(a, folder, tr, model, vae):
+        tok = add_focus_energy(model, load_tokenizer(folder), a.gain)
+        return model, {"gain": a.gain, "ivif_token": tok, "chosen_on": CHOSEN_ON}
+
+    return edit_main(argv, main.__doc__, "focus_energy", "exposure", "the fine-detail energy rewrites the "
+                     "selection's energy units: add the selection and the exposure weighting first", options, apply)
 
 if __name__ == "__main__":
     raise SystemExit(main())

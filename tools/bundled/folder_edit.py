@@ -1,4 +1,4 @@
-"""Adding a piece to a built bundled-model folder in place (`control`, `selection`, `exposure`): each reads the
+"""Adding a piece to a built bundled-model folder in place (`control`, `selection`, `exposure`, …): each reads the
 folder's record of what its transformer holds, rewrites the transformer, and writes both back the way the recipe
 exports them (fp16 weights, files 0644), so a rebuild from the same steps is byte for byte the same."""
 from __future__ import annotations
@@ -34,3 +34,20 @@ def save_in_place(model, folder: Path, meta: dict) -> None:
     for f in (folder / "transformer").iterdir():
         f.chmod(0o644)
     (folder / "ditfuse.json").write_text(json.dumps(meta, indent=1))
+
+
+def edit_main(argv, doc: str, adds: str, after: str, why: str, options, apply) -> int:
+    """The command line of a piece that needs ``after``: FOLDER plus the piece's ``options(parser)``; ``apply(args,
+    folder, record, model, vae)`` returns (the transformer, the piece's record), saved in place; prints the record."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("folder")
+    options(ap)
+    a = ap.parse_args(argv)
+    folder = Path(a.folder)
+    meta, tr, model, vae = open_for_edit(folder, adds, after, why)
+    model, tr[adds] = apply(a, folder, tr, model, vae)
+    save_in_place(model, folder, meta)
+    print(json.dumps(tr[adds]))
+    return 0

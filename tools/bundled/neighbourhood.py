@@ -100,34 +100,26 @@ def add_neighbourhood(model, maps: dict, strength: float, seed: int = 0):
 def main(argv=None) -> int:
     """Take the selection's detail against each token's smoothed neighbourhood, in a built model folder that selects
     and weighs exposure (made with --control, --selection and --exposure), in place."""
-    import argparse
-    import json
-    from pathlib import Path
-
     from ditfuse_core.training import m3
 
-    from .folder_edit import open_for_edit, save_in_place
+    from .folder_edit import edit_main
 
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("folder")
-    ap.add_argument("--sigma", type=int, default=16, help="the neighbourhood's Gaussian in working px (one of "
-                    f"{BAND_SIGMAS[1:]}; chosen on training pairs: 16)")
-    ap.add_argument("--data", default=None, help="training images (default: the build's, .devdata/pack)")
-    a = ap.parse_args(argv)
-    folder = Path(a.folder)
-    meta, tr, model, vae = open_for_edit(folder, "neighbourhood", "exposure", "the neighbourhood layer goes in after "
-                                         "the selection and the exposure weighting: add them first")
-    if a.data is None:
-        from tools.build_default_model import _data_root
+    def options(ap):
+        ap.add_argument("--sigma", type=int, default=16, help="the neighbourhood's Gaussian in working px (one of "
+                        f"{BAND_SIGMAS[1:]}; chosen on training pairs: 16)")
+        ap.add_argument("--data", default=None, help="training images (default: the build's, .devdata/pack)")
 
-        a.data = _data_root(None)
-    maps, rec = fit_base(vae, m3.scan_sources(a.data), a.sigma)
-    model = add_neighbourhood(model, maps, tr["selection"]["strength"])
-    tr["neighbourhood"] = {**rec, "layer": 1, "chosen_on": CHOSEN_ON}
-    save_in_place(model, folder, meta)
-    print(json.dumps(tr["neighbourhood"]))
-    return 0
+    def apply(a, folder, tr, model, vae):
+        if a.data is None:
+            from tools.build_default_model import _data_root
 
+            a.data = _data_root(None)
+        maps, rec = fit_base(vae, m3.scan_sources(a.data), a.sigma)
+        model = add_neighbourhood(model, maps, tr["selection"]["strength"])
+        return model, {**rec, "layer": 1, "chosen_on": CHOSEN_ON}
+
+    return edit_main(argv, main.__doc__, "neighbourhood", "exposure", "the neighbourhood layer goes in after the "
+                     "selection and the exposure weighting: add them first", options, apply)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -163,28 +163,20 @@ def add_warm(model, vae, tokenizer, gamma: float, seed: int = 0) -> int:
 def main(argv=None) -> int:
     """Let the word "warm" in the prompt raise warm targets to image 2's brightness, in a built model folder with the
     neighbourhood layer (made with --control, --selection, --exposure, --neighbourhood), in place."""
-    import argparse
-    import json
-    from pathlib import Path
-
     from ditfuse_core.tokenizer import load_tokenizer
 
-    from .folder_edit import open_for_edit, save_in_place
+    from .folder_edit import edit_main
 
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("folder")
-    ap.add_argument("--gamma", type=float, default=20.0, help="sharpness of the soft max(Δ, 0), per unit luminance "
-                    "(chosen on training pairs: 20)")
-    a = ap.parse_args(argv)
-    folder = Path(a.folder)
-    meta, tr, model, vae = open_for_edit(folder, "warm", "neighbourhood", "the warm targets use the neighbourhood "
-                                         "layer's free heads: add it first")
-    tok = add_warm(model, vae, load_tokenizer(folder), a.gamma)
-    tr["warm"] = {"gamma": a.gamma, "token": tok, "layers": [0, 1], "chosen_on": CHOSEN_ON}
-    save_in_place(model, folder, meta)
-    print(json.dumps(tr["warm"]))
-    return 0
+    def options(ap):
+        ap.add_argument("--gamma", type=float, default=20.0, help="sharpness of the soft max(Δ, 0), per unit "
+                        "luminance (chosen on training pairs: 20)")
 
+    def apply(a, folder, tr, model, vae):
+        tok = add_warm(model, vae, load_tokenizer(folder), a.gamma)
+        return model, {"gamma": a.gamma, "token": tok, "layers": [0, 1], "chosen_on": CHOSEN_ON}
+
+    return edit_main(argv, main.__doc__, "warm", "neighbourhood", "the warm targets use the neighbourhood layer's "
+                     "free heads: add it first", options, apply)
 
 if __name__ == "__main__":
     raise SystemExit(main())
