@@ -84,16 +84,13 @@ def test_the_bundled_model_runs_in_fp32_with_dtype_auto_on_every_device_and_clos
         assert resolve_model_dtype("auto", torch.device(dev), precision) == torch.float32
     assert resolve_model_dtype("bf16", torch.device("cpu"), precision) == torch.bfloat16
     a, b = (Image.open(EXAMPLES / f"ivif_{k}.png").convert("RGB").resize((96, 96)) for k in ("1_visible", "2_infrared"))
-    fused = {}
-    for dt in ("auto", "fp16", "bf16"):
-        pipe = DiTFusePipeline.from_pretrained(dtype=dt)
-        fused[dt] = np.asarray(pipe.fuse(a, b, task="ivif", max_side=192)[0], np.float64)
+    pipes = {dt: DiTFusePipeline.from_pretrained(dtype=dt) for dt in ("auto", "fp16", "bf16")}
+    fused = {dt: np.asarray(p.fuse(a, b, task="ivif", max_side=192)[0], np.float64) for dt, p in pipes.items()}
     assert DiTFusePipeline.from_pretrained().dtype == torch.float32
     for dt, limit in (("fp16", 0.2), ("bf16", 1.0)):
         diff = np.abs(fused[dt] - fused["auto"])
         assert diff.mean() < limit and diff.max() <= 5, (dt, diff.mean(), diff.max())  # 4 before the warm targets
     # the warm targets' image identity rests on a tie of attention logits: fp16 keeps it, bf16 does not (card)
-    warm = [DiTFusePipeline.from_pretrained(dtype=dt).fuse(a, b, task="ivif", max_side=192, instruction=WARM)[0]
+    warm = [np.asarray(pipes[dt].fuse(a, b, task="ivif", max_side=192, instruction=WARM)[0], np.float64)
             for dt in ("auto", "fp16")]
-    warm = [np.asarray(w, np.float64) for w in warm]
     assert np.abs(warm[1] - warm[0]).mean() < 0.2 and np.abs(warm[1] - warm[0]).max() <= 2
