@@ -28,7 +28,7 @@ from ditfuse_core import examples  # noqa: E402  (torch-free: the example pairs'
 
 # Every shipped workflow leaves sampling at "model default" (steps 0, cfg / img_cfg -1, max_side 0): the model
 # picked in the loader brings its own settings (ditfuse.json), so the same JSON runs the bundled tiny model in
-# seconds on a CPU (2 steps, one branch) and OmniGen-v1 + DiTFuse as the authors do (50 steps, cfg 2.0, img_cfg
+# seconds on a CPU (1 step, one branch) and OmniGen-v1 + DiTFuse as the authors do (50 steps, cfg 2.0, img_cfg
 # 1.6, 1024 px).
 STEPS, CFG, IMG_CFG, MAX_SIDE, SEED = 0, -1.0, -1.0, 0, 0
 CHAIN_SIDE = 512  # the chain upscales the latent 1.5×: 768 px stays well within the tiny model's 2048 px
