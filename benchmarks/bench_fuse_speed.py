@@ -54,7 +54,8 @@ def main() -> None:
         vae_mod.encode, vae_mod.decode = enc, dec
     total, e, d = (statistics.median(r[i] for r in rows) for i in range(3))
     steps = pipe.defaults.get("steps")
-    print(f"\nmodel {pipe.name}: {a.size}×{a.size} {src}, {steps} step{'' if steps == 1 else 's'}, cfg {pipe.defaults.get('cfg')}, "
+    print(f"\nmodel {pipe.name}: {a.size}×{a.size} {src}, {steps} step{'' if steps == 1 else 's'}, "
+          f"cfg {pipe.defaults.get('cfg')}, "
           f"img_cfg {pipe.defaults.get('img_cfg')}; {pipe.device} {str(pipe.dtype).replace('torch.', '')}"
           + (f" ({torch.cuda.get_device_name(pipe.device)})" if pipe.device.type == "cuda" else "")
           + f"; torch threads {torch.get_num_threads()}; load {load_s:.1f} s; median of {a.repeat}\n")

@@ -30,6 +30,10 @@ class PhiTokenizer:
         """Token ids with the leading BOS, as `LlamaTokenizerFast(text).input_ids`."""
         return self._tok.encode(text).ids
 
+    def pieces(self, text: str) -> list[str]:
+        """The token strings of `encode(text)` ("<s>", "▁warm", …): where a word's token sits in a prompt."""
+        return self._tok.encode(text).tokens
+
     def __call__(self, text: str):
         return SimpleNamespace(input_ids=self.encode(text))
 

@@ -35,10 +35,11 @@ STEPS, CFG, IMG_CFG, MAX_SIDE, SEED = 0, -1.0, -1.0, 0, 0
 # prepares the images at that same size: the bundled model fuses token by token at equal positions, so an output
 # larger than its inputs repeated them as tiles around the centre (768 px stays well within its 2048 px)
 CHAIN_SIDE, CHAIN_SCALE = 512, 1.5
-CHAIN_LEAD = (f"The latent sets the output size ({CHAIN_SIDE} px encoded, upscaled {CHAIN_SCALE}×: "
-              f"{int(CHAIN_SIDE * CHAIN_SCALE)} px); *DiTFuse Condition* prepares the images at the same size, as "
-              "the authors fuse: the bundled model takes each output patch from the input patches at the same "
-              "position, so it needs inputs as large as the output.")
+CHAIN_OUT = int(CHAIN_SIDE * CHAIN_SCALE)
+CHAIN_LEAD = (f"The latent sets the output size ({CHAIN_SIDE} px encoded, upscaled {CHAIN_SCALE}×: {CHAIN_OUT} px); "
+              "*DiTFuse Condition* prepares the images at the same size, as the authors fuse: the bundled model takes "
+              "each output patch from the input patches at the same position, so it needs inputs as large as the "
+              "output.")
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 NOTE = (
@@ -106,13 +107,12 @@ def workflows(bundled: str) -> dict[str, dict]:
         ("mask_image", "MaskToImage", {"mask": ("segment", 1)}),
         ("mask_preview", "PreviewImage", {"images": ("mask_image", 0)}),
     ]}
-    wf[WF["chain"]] = {"title": "DiTFuse chain: Encode → core Upscale Latent By → Sampler → Decode", "lead": CHAIN_LEAD,
-                       "nodes": [
+    wf[WF["chain"]] = {"title": "DiTFuse chain: Encode → core Upscale Latent By → Sampler → Decode",
+                       "lead": CHAIN_LEAD, "nodes": [
         loader(bundled),
         ("pair", "DiTFuseExamplePair", {"pair": "ivif"}),
         ("cond", "DiTFuseCondition", {"model": ("loader", 0), "image_1": ("pair", 0), "image_2": ("pair", 1),
-                                      "task": "ivif", "instruction": "",
-                                      "max_side": int(CHAIN_SIDE * CHAIN_SCALE)}),
+                                      "task": "ivif", "instruction": "", "max_side": CHAIN_OUT}),
         ("encode", "DiTFuseEncode", {"model": ("loader", 0), "image": ("pair", 0), "max_side": CHAIN_SIDE,
                                      "seed": SEED}),
         ("upscale", "LatentUpscaleBy", {"samples": ("encode", 0), "upscale_method": "nearest-exact",
@@ -210,11 +210,11 @@ def build(name: str, spec: dict, object_info) -> tuple[dict, dict]:
     ordered = [{k: n[k] for k in ("id", "type", "pos", "size", "flags", "order", "mode", "inputs", "outputs",
                                   "properties", "widgets_values")} for n in nodes]
     note_id = len(nodes) + 1
+    note = (f"# {spec['title']}\n\n" + (f"**This task {spec['caption']}.**\n\n" if spec.get("caption") else "")
+            + (f"{spec['lead']}\n\n" if spec.get("lead") else "") + NOTE)
     ordered.append({"id": note_id, "type": "MarkdownNote", "pos": [40, -240], "size": [720, 300], "flags": {},
                     "order": len(nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {},
-                    "widgets_values": [f"# {spec['title']}\n\n" + (f"**This task {spec['caption']}.**\n\n"
-                                                                     if spec.get("caption") else "")
-                                        + (f"{spec['lead']}\n\n" if spec.get("lead") else "") + NOTE], "color": "#432", "bgcolor": "#653"})
+                    "widgets_values": [note], "color": "#432", "bgcolor": "#653"})
     ui = {"id": f"00000000-0000-4000-8000-{abs(hash_name(name)):012d}"[:36], "revision": 0,
           "last_node_id": note_id, "last_link_id": len(links), "nodes": ordered, "links": links, "groups": [],
           "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [40, 300]}, "ditfuse": {"title": spec["title"],

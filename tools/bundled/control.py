@@ -46,7 +46,7 @@ def control_tokens(tokenizer) -> dict:
     found: dict = {}
     for tag in prompts.ADJUSTMENTS:
         ids = tokenizer.encode(prompts.control_prompt(tag))
-        toks = [tokenizer._tok.id_to_token(i) for i in ids]
+        toks = tokenizer.pieces(prompts.control_prompt(tag))
         at = toks.index("▁<") + 1
         kind, sign = ("LIGHT", tag[5:]) if tag.startswith("LIGHT") else ("CONTRAST", tag[8:])
         for key, tid in ((kind, ids[at + 2]), (sign, ids[at + 3])):

@@ -62,22 +62,16 @@ def warm_token(tokenizer) -> int:
     from ditfuse_core import prompts
 
     text = next(p for p in prompts.PRESETS["ivif"] if " warm " in p)
-    ids = tokenizer.encode(text)
-    toks = [tokenizer._tok.id_to_token(i) for i in ids]
-    return ids[toks.index("▁warm")]
+    return tokenizer.encode(text)[tokenizer.pieces(text).index("▁warm")]
 
 
 def pixel_luminance(vae, patch: int) -> torch.Tensor:
     """R [16, 256]: row p gives the luminance (0..1, without its constant) of latent pixel p's planar-trend base:
     per channel the projection on the token's mean and row/column ramps, then the block luminance map."""
     a, _, _ = luminance_map(vae, patch)                  # token mean luminance = a·z + a0
-    blk = torch.stack([a[c * 16:(c + 1) * 16].mean() * 16 for c in range(16)])  # one latent pixel's luminance map
+    blk = a.view(16, 16).sum(1)                          # per channel: one latent pixel's luminance map
     q = planar_basis()
-    proj = q @ q.T                                       # a channel's 16 pixels → their planar trend
-    rows = torch.zeros(16, 256, dtype=torch.float64)
-    for ch in range(16):
-        rows[:, ch * 16:(ch + 1) * 16] = blk[ch] * proj
-    return rows
+    return torch.kron(blk[None], q @ q.T)                # channel c's 16 pixels → their planar trend, × blk[c]
 
 
 @torch.no_grad()
@@ -135,27 +129,25 @@ def add_warm(model, vae, tokenizer, gamma: float, seed: int = 0) -> int:
     u, _ = _latents(vae, model.config.patch_size)  # +1 (0..1 units) on every pixel of a token, as a latent
     mlp = model.layers[1].mlp
     assert not mlp.down_proj.weight.any() and mlp.down_proj.weight.shape[1] >= 16 + 17, "layer 1's MLP is in use"
-    first = 0
     gu, down = mlp.gate_up_proj.weight, mlp.down_proj.weight
     n_units = down.shape[1]
-    for p in range(16):
-        unit = first + p
-        gu[unit, DELTA[p]] = gamma * rms_out          # Δ_p = MIRROR_p + CODE_p on output tokens (MIRROR = −CODE)
-        gu[unit, CODE[p]] = gamma * rms_out
-        gu[unit, W_DIM] = K_W * rms_out
-        gu[unit, CODE[16]] = K_W * rms_out
-        gu[unit, M_OUT[0]] = -K_W / n_out
-        gu[unit, M_IN[0]] = -K_OFF / n_in            # input tokens: far off
-        gu[n_units + unit, M_OUT[0]] = 1.0 / n_out   # up = 1 on output tokens
+    on = K_C * torch.sigmoid(torch.tensor(K_C, dtype=torch.float64)).item()  # a clearing unit's output when on
+    for p in range(16):                           # unit p brightens latent pixel p
+        gu[p, DELTA[p]] = gamma * rms_out          # Δ_p = MIRROR_p + CODE_p on output tokens (MIRROR = −CODE)
+        gu[p, CODE[p]] = gamma * rms_out
+        gu[p, W_DIM] = K_W * rms_out
+        gu[p, CODE[16]] = K_W * rms_out
+        gu[p, M_OUT[0]] = -K_W / n_out
+        gu[p, M_IN[0]] = -K_OFF / n_in            # input tokens: far off
+        gu[n_units + p, M_OUT[0]] = 1.0 / n_out   # up = 1 on output tokens
         up = torch.zeros(256, dtype=torch.float64)
-        up[p::16] = u[p::16]                          # latent pixel p's share of +1 luminance
-        down[:, unit] = f32(-(0.5 / gamma) * (E @ up))  # −: output tokens hold x_t − target
+        up[p::16] = u[p::16]                      # latent pixel p's share of +1 luminance
+        down[:, p] = f32(-(0.5 / gamma) * (E @ up))  # −: output tokens hold x_t − target
     for j, (d, code) in enumerate([*zip(DELTA, CODE[:16]), (W_DIM, CODE[16])]):
-        unit = first + 16 + j
+        unit = 16 + j
         gu[unit, M_OUT[0]] = K_C / n_out
         gu[n_units + unit, d] = 1.0
         gu[n_units + unit, code] = 1.0
-        on = K_C * torch.sigmoid(torch.tensor(K_C, dtype=torch.float64)).item()
         down[d, unit] = -rms_out / on
     return int(tok)
 
