@@ -114,11 +114,16 @@ def test_template_browser_shows_our_cards_with_their_thumbnails(page):
         page.get_by_text(H.PACK_NAME, exact=True).first.click(timeout=60_000)
         names = H.workflow_names()
         cards = {}
-        for name in names:  # each card: the nearest ancestor of its title that holds an image
-            card = page.get_by_text(name, exact=True).first.locator("xpath=ancestor::*[.//img][1]")
+        for name in names:  # each card: the nearest ancestor of its title that holds an image and no other title
+            title = page.get_by_text(name, exact=True).first
+            deadline = time.time() + 60
+            while True:  # a card's <img> may join the DOM after its title (frontend 1.35): until then the
+                card = title.locator("xpath=ancestor::*[.//img][1]")  # nearest such ancestor holds other cards
+                if not any(n in card.inner_text() for n in names if n != name) or time.time() > deadline:
+                    break
+                time.sleep(0.2)
             img = card.locator("img").first
             img.scroll_into_view_if_needed(timeout=60_000)
-            deadline = time.time() + 60
             while img.evaluate("i => i.naturalWidth") == 0 and time.time() < deadline:
                 time.sleep(0.2)
             cards[name] = {"size": tuple(img.evaluate("i => [i.naturalWidth, i.naturalHeight]")),
