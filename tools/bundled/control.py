@@ -45,8 +45,8 @@ def control_tokens(tokenizer) -> dict:
 
     found: dict = {}
     for tag in prompts.ADJUSTMENTS:
-        ids = tokenizer.encode(prompts.control_prompt(tag))
-        toks = tokenizer.pieces(prompts.control_prompt(tag))
+        text = prompts.control_prompt(tag)
+        ids, toks = tokenizer.encode(text), tokenizer.pieces(text)
         at = toks.index("▁<") + 1
         kind, sign = ("LIGHT", tag[5:]) if tag.startswith("LIGHT") else ("CONTRAST", tag[8:])
         for key, tid in ((kind, ids[at + 2]), (sign, ids[at + 3])):

@@ -125,5 +125,6 @@ def main(argv=None) -> int:
     return edit_main(argv, main.__doc__, "exposure", "selection",
                      "exposure weighting rides on the selection: add it first (--selection)", options, apply)
 
+
 if __name__ == "__main__":
     raise SystemExit(main())

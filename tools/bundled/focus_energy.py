@@ -120,5 +120,6 @@ def main(argv=None) -> int:
     return edit_main(argv, main.__doc__, "focus_energy", "exposure", "the fine-detail energy rewrites the "
                      "selection's energy units: add the selection and the exposure weighting first", options, apply)
 
+
 if __name__ == "__main__":
     raise SystemExit(main())

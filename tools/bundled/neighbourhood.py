@@ -121,5 +121,6 @@ def main(argv=None) -> int:
     return edit_main(argv, main.__doc__, "neighbourhood", "exposure", "the neighbourhood layer goes in after the "
                      "selection and the exposure weighting: add them first", options, apply)
 
+
 if __name__ == "__main__":
     raise SystemExit(main())

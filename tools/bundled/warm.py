@@ -170,5 +170,6 @@ def main(argv=None) -> int:
     return edit_main(argv, main.__doc__, "warm", "neighbourhood", "the warm targets use the neighbourhood layer's "
                      "free heads: add it first", options, apply)
 
+
 if __name__ == "__main__":
     raise SystemExit(main())
