@@ -1,5 +1,6 @@
 """Attention as the engine runs it: over the condition tokens' image blocks without a materialised mask, against
-a KV cache row by row, in chunks of query rows that honour Cancel, and only over the heads that add something."""
+a KV cache row by row, in chunks of query rows that honour Cancel, and only over the heads and head dims that add
+something."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,27 +33,101 @@ class ConditionMask:
     length: int
 
 
-def _active_heads(attn, hd: int) -> torch.Tensor | None:
-    """The heads whose value or output weights are not all zero, or None when all are (or when the weights are
-    wrapped: LoRA, fp8 storage). A head with zero values or zero output columns adds exactly nothing, so its
-    attention is skipped (exact; constructed models have such heads, trained ones do not). Remembered per module
-    until its weights change (tensor versions and storage): no scan and no device sync per layer and step."""
-    to_v, to_out = attn.to_v, attn.to_out[0]
-    plain = all(type(m) is torch.nn.Linear and m.bias is None for m in (attn.to_q, attn.to_k, to_v))
-    if not plain or type(to_out) is not torch.nn.Linear or to_v.weight.shape[0] != attn.heads * hd \
-            or attn.to_k.weight.shape[0] != attn.heads * hd:  # grouped-query attention: not skipped
-        return None
+@dataclass(frozen=True)
+class HeadGroup:
+    """Heads attended together over `width` of their dims. qk [1, G, 1, width]: per head the dims whose q·k terms
+    can be non-zero (both rotate-half partners zero in q or in k gives a zero term after RoPE too); v [1, G, 1,
+    width]: the value dims that reach the output. Both are filled up with other dims, whose terms are exactly zero
+    (qk) or whose outputs to_out ignores (v). None: the whole head."""
+
+    members: torch.Tensor  # positions among the heads that are computed (`HeadPlan.heads`, or all)
+    width: int
+    qk: torch.Tensor | None
+    v: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class HeadPlan:
+    """Which heads an attention module computes, and over which of their dims. heads: those whose value or output
+    weights are not all zero (None: all); groups: None = every computed head whole."""
+
+    heads: torch.Tensor | None = None
+    groups: tuple[HeadGroup, ...] | None = None
+
+
+FULL = HeadPlan()
+NARROW = 16  # CPU flash attention runs fastest at head dims that are multiples of 16 (16: 0.37×, 32: 0.57× of 64)
+
+
+def head_plan(attn, hd: int) -> HeadPlan:
+    """A head with zero values or zero output columns adds exactly nothing, so its attention is skipped; a head
+    whose logits or values use few of its dims is attended over those only (scale kept at hd^-½). Both are exact
+    (constructed models have such heads and dims, trained ones do not: FULL). Remembered per module until its
+    weights change (tensor versions and storage): no scan and no device sync per layer and step. Plain linear
+    projections without bias and without grouped-query attention only (LoRA, fp8 storage: FULL)."""
+    proj = (attn.to_q, attn.to_k, attn.to_v, attn.to_out[0])
+    plain = all(type(m) is torch.nn.Linear for m in proj) and all(m.bias is None for m in proj[:3])
+    if not plain or any(m.weight.shape[0] != attn.heads * hd for m in proj[:3]):
+        return FULL
     try:
-        key = tuple((w._version, w.data_ptr(), w.device) for w in (to_v.weight, to_out.weight))
+        key = tuple((m.weight._version, m.weight.data_ptr(), m.weight.device) for m in proj)
     except RuntimeError:  # inference tensors (weights made under torch.inference_mode, as in ComfyUI) keep no
         key = None        # version counter: a change cannot be seen, so look each time
-    memo = attn.__dict__.get("_ditfuse_active_heads")
+    memo = attn.__dict__.get("_ditfuse_head_plan")
     if key is None or memo is None or memo[0] != key:
-        used = (to_v.weight.view(attn.heads, -1).ne(0).any(1)
-                & to_out.weight.view(to_out.weight.shape[0], attn.heads, hd).ne(0).any(2).any(0))
-        memo = (key, None if bool(used.all()) else used.nonzero().flatten())
-        attn.__dict__["_ditfuse_active_heads"] = memo
+        memo = (key, _plan(*(m.weight for m in proj), attn.heads, hd))
+        attn.__dict__["_ditfuse_head_plan"] = memo
     return memo[1]
+
+
+def _plan(wq, wk, wv, wo, heads: int, hd: int) -> HeadPlan:
+    def rows(w):  # [H, hd]: the rows of each head that are not all zero
+        return w.view(heads, hd, -1).ne(0).any(2).cpu()
+
+    def paired(m):  # rotate-half RoPE mixes dim i with i ± hd/2
+        return m | m.roll(hd // 2, 1)
+
+    qk = paired(rows(wq)) & paired(rows(wk))
+    v = rows(wv) & wo.view(wo.shape[0], heads, hd).ne(0).any(0).cpu()
+    used = v.any(1)
+    active = used.nonzero().flatten()
+    sub = None if bool(used.all()) else active
+    widths = [min(hd, -(-max(int(qk[h].sum()), int(v[h].sum()), 1) // NARROW) * NARROW) for h in active.tolist()]
+    if all(w == hd for w in widths):
+        return HeadPlan(sub, None)
+    device = wq.device
+
+    def dims(m, width):  # the used dims first, then unused ones up to width
+        return torch.cat([m.nonzero().flatten(), (~m).nonzero().flatten()])[:width]
+
+    groups = []
+    for width in sorted(set(widths)):
+        pos = [i for i, w in enumerate(widths) if w == width]
+        hs = active[pos].tolist()
+        idx = None if width == hd else [torch.stack([dims(m[h], width) for h in hs])[None, :, None].to(device)
+                                        for m in (qk, v)]
+        groups.append(HeadGroup(torch.tensor(pos, device=device), width, *(idx or (None, None))))
+    return HeadPlan(sub, tuple(groups))
+
+
+def _grouped(q, k, v, groups: tuple[HeadGroup, ...] | None, attend) -> torch.Tensor:
+    """attend(q, k, v, scale) → [B, Lq, H, d] for each group of heads over its dims; [B, Lq, H, hd] in all."""
+    if groups is None:
+        return attend(q, k, v, None)
+    bsz, heads, lq, hd = q.shape
+    scale = hd ** -0.5
+    out = q.new_zeros(bsz, lq, heads, v.shape[-1])
+    for g in groups:
+        qg, kg, vg = q[:, g.members], k[:, g.members], v[:, g.members]
+        if g.qk is not None:
+            qg = qg.gather(-1, g.qk.expand(bsz, -1, lq, -1))
+            kg = kg.gather(-1, g.qk.expand(bsz, -1, kg.shape[2], -1))
+            vg = vg.gather(-1, g.v.expand(bsz, -1, vg.shape[2], -1))
+        og = attend(qg, kg, vg, scale)
+        if g.v is not None:
+            og = og.new_zeros(bsz, lq, len(g.members), hd).scatter_(-1, g.v.transpose(1, 2).expand_as(og), og)
+        out.index_copy_(2, g.members, og)
+    return out
 
 
 def _repeat_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -60,31 +135,37 @@ def _repeat_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x if x.shape[1] == heads else x.repeat_interleave(heads // x.shape[1], dim=1)
 
 
-def _cached_attention(q, k, v, cache: KVCache, layer: int, heads: torch.Tensor | None = None) -> torch.Tensor:
+def _cached_attention(q, k, v, cache: KVCache, layer: int, plan: HeadPlan = FULL) -> torch.Tensor:
     """Row b's queries against cache row b ‖ row b's new keys, one row at a time (rows have their own
     lengths: no padding, no mask): the first new token (the time token) sees the cache and itself, the others
-    everything. heads: the key/value heads q's heads attend (`_active_heads`), None = all. Returns [B, Lq, H, hd]."""
+    everything. q holds the heads of `plan` (`head_plan`); k, v and the cache all heads. Returns [B, Lq, H, hd]."""
     bsz, n_heads, lq, hd = q.shape
     out = q.new_empty(bsz, lq, n_heads, v.shape[-1])
+
+    def attend(qb, kb, vb, scale):
+        tk = kb.shape[2] - lq + 1
+        return torch.cat([_sdpa(qb[:, :, :1], kb[:, :, :tk], vb[:, :, :tk], scale=scale),
+                          _sdpa(qb[:, :, 1:], kb, vb, scale=scale)], 2).transpose(1, 2)
+
     for b in range(bsz):
         kb, vb = cache.join(layer, b, k[b : b + 1], v[b : b + 1])
-        if heads is not None:
-            kb, vb = kb[:, heads], vb[:, heads]
+        if plan.heads is not None:
+            kb, vb = kb[:, plan.heads], vb[:, plan.heads]
         kb, vb = _repeat_kv(kb, n_heads), _repeat_kv(vb, n_heads)
-        tk = kb.shape[2] - lq + 1
-        out[b : b + 1, :1] = _sdpa(q[b : b + 1, :, :1], kb[:, :, :tk], vb[:, :, :tk]).transpose(1, 2)
-        out[b : b + 1, 1:] = _sdpa(q[b : b + 1, :, 1:], kb, vb).transpose(1, 2)
+        out[b : b + 1] = _grouped(q[b : b + 1], kb, vb, plan.groups, attend)
     return out
 
 
-def _attention(q, k, v, mask: torch.Tensor | ConditionMask) -> torch.Tensor:
-    """SDPA under a [B, Lq, Lk] bool mask or a ConditionMask (block by block); [B, Lq, H, hd]."""
+def _attention(q, k, v, mask: torch.Tensor | ConditionMask, groups: tuple[HeadGroup, ...] | None = None
+               ) -> torch.Tensor:
+    """SDPA under a [B, Lq, Lk] bool mask or a ConditionMask (block by block), by `groups` of heads over their
+    dims (`HeadPlan.groups`; None: whole heads); [B, Lq, H, hd]."""
     if isinstance(mask, ConditionMask):
-        return _condition_attention(q, k, v, mask)
-    return _sdpa(q, k, v, mask[:, None]).transpose(1, 2)
+        return _grouped(q, k, v, groups, lambda q, k, v, scale: _condition_attention(q, k, v, mask, scale))
+    return _grouped(q, k, v, groups, lambda q, k, v, scale: _sdpa(q, k, v, mask[:, None], scale).transpose(1, 2))
 
 
-def _condition_attention(q, k, v, mask: ConditionMask) -> torch.Tensor:
+def _condition_attention(q, k, v, mask: ConditionMask, scale: float | None = None) -> torch.Tensor:
     """Condition tokens' attention by blocks: each image span against all keys up to its end (unmasked),
     each run of text between them causal against the keys up to its end. Returns [B, L, H, hd]."""
     blocks, start = [], 0
@@ -101,22 +182,24 @@ def _condition_attention(q, k, v, mask: ConditionMask) -> torch.Tensor:
         m = None
         if causal:  # row i (position a + i) sees keys j ≤ a + i
             m = torch.arange(b, device=q.device)[None, :] <= torch.arange(a, b, device=q.device)[:, None]
-        out[:, a:b] = _sdpa(q[:, :, a:b], k[:, :, :b], v[:, :, :b], m).transpose(1, 2)
+        out[:, a:b] = _sdpa(q[:, :, a:b], k[:, :, :b], v[:, :, :b], m, scale).transpose(1, 2)
     return out
 
 
-def _sdpa(q, k, v, mask: torch.Tensor | None = None) -> torch.Tensor:
+def _sdpa(q, k, v, mask: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
     """SDPA over chunks of query rows (at most CHUNK_WORK each), with `cancel.check()` before each chunk.
-    mask broadcasts against [B, H, Lq, Lk]; a mask with a query dimension is cut with the rows."""
+    mask broadcasts against [B, H, Lq, Lk]; a mask with a query dimension is cut with the rows. scale: of the
+    logits (None: SDPA's 1/√(q's dim); heads narrowed by `_grouped` keep their whole dim's)."""
     bsz, heads, lq, hd = q.shape
     work = CHUNK_WORK.get(q.device.type, CHUNK_WORK_ACCELERATOR)
     rows = max(MIN_CHUNK_ROWS, work // (bsz * heads * k.shape[2] * hd) // CHUNK_ROWS * CHUNK_ROWS)
     if rows >= lq:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     per_row = mask is not None and mask.shape[-2] != 1
     out = q.new_empty(bsz, lq, heads, v.shape[-1]).transpose(1, 2)  # SDPA's own layout: callers transpose back
     for a in range(0, lq, rows):
         cancel.check()
         m = mask[..., a : a + rows, :] if per_row else mask
-        out[:, :, a : a + rows] = F.scaled_dot_product_attention(q[:, :, a : a + rows], k, v, attn_mask=m)
+        out[:, :, a : a + rows] = F.scaled_dot_product_attention(q[:, :, a : a + rows], k, v, attn_mask=m,
+                                                                   scale=scale)
     return out

@@ -25,7 +25,7 @@ from diffusers import OmniGenTransformer2DModel
 from diffusers.loaders import PeftAdapterMixin
 
 from . import cancel
-from .attention import ConditionMask, _active_heads, _attention, _cached_attention, _repeat_kv
+from .attention import ConditionMask, _attention, _cached_attention, _repeat_kv, head_plan
 from .kv_cache import FP8, KV_CACHE, KVCache
 from .sequence import Branch
 
@@ -293,7 +293,8 @@ def run_block(block, h, cos, sin, mask, past: tuple[KVCache, int] | None = None,
     bsz, lq, _ = h.shape
     x = block.input_layernorm(h)
     hd = attn.inner_dim // attn.heads
-    active = _active_heads(attn, hd)
+    plan = head_plan(attn, hd)
+    active = plan.heads
     if active is None:
         k, v = attn.to_k(x), attn.to_v(x)
         kvh = k.shape[-1] // hd
@@ -314,10 +315,10 @@ def run_block(block, h, cos, sin, mask, past: tuple[KVCache, int] | None = None,
     if active is not None and active.numel() == 0:
         o = None
     elif past is not None:
-        o = _cached_attention(q, k, v, *past, heads=active)
+        o = _cached_attention(q, k, v, *past, plan=plan)
     else:
-        o = (_attention(q, _repeat_kv(k, attn.heads), _repeat_kv(v, attn.heads), mask) if active is None
-             else _attention(q, ka, va, mask))
+        o = (_attention(q, _repeat_kv(k, attn.heads), _repeat_kv(v, attn.heads), mask, plan.groups) if active is None
+             else _attention(q, ka, va, mask, plan.groups))
     if active is None:
         a = attn.to_out[0](o.reshape(bsz, lq, -1))  # o is [B, Lq, H, hd]: the reshape is a view
     elif active.numel() == 0:
