@@ -82,13 +82,14 @@ def head_plan(attn, hd: int) -> HeadPlan:
 
 def _plan(wq, wk, wv, wo, heads: int, hd: int) -> HeadPlan:
     def rows(w):  # [H, hd]: the rows of each head that are not all zero
-        return w.view(heads, hd, -1).ne(0).any(2).cpu()
+        return w.view(heads, hd, -1).ne(0).any(2)
 
     def paired(m):  # rotate-half RoPE mixes dim i with i ± hd/2
         return m | m.roll(hd // 2, 1)
 
-    qk = paired(rows(wq)) & paired(rows(wk))
-    v = rows(wv) & wo.view(wo.shape[0], heads, hd).ne(0).any(0).cpu()
+    q, k, v, o = torch.stack([rows(wq), rows(wk), rows(wv), wo.view(wo.shape[0], heads, hd).ne(0).any(0)]).cpu()
+    qk = paired(q) & paired(k)
+    v = v & o
     used = v.any(1)
     active = used.nonzero().flatten()
     sub = None if bool(used.all()) else active
