@@ -297,7 +297,7 @@ class DiTFusePipeline:
             seed: noise seed; item i uses seed + i.
             steps, cfg, img_cfg: None (or 0 / negative) for the model's own defaults.
             max_side, min_scale: working size (see `working_side`).
-            progress: called with (steps done, total) over the whole batch.
+            progress: called with (steps done, total) over the whole batch, from (0, total) before any work.
             batch_branches, kv_cache, offload: engine options for speed or little GPU memory (see `sample`).
         Returns:
             PIL list (PIL input) or [B,H,W,3] tensor, at image 1's original size.

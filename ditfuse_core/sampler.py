@@ -121,6 +121,8 @@ def sample(model, branches: list[Branches], noise: torch.Tensor, steps: int, cfg
     sample_of_row = torch.tensor([i for i, _ in rows], device=device)
     row_weight = [weights[name] for _, name in rows]
 
+    if progress is not None:  # 0 first: a bar appears (and Cancel is read) before the prefill, not after step 1
+        progress(0, steps)
     if batch_branches == "auto":
         batch_branches = batch_fits(model, len(rows), n_tok, device)
     groups = [range(len(rows))] if batch_branches else [range(r, r + 1) for r in range(len(rows))]

@@ -205,7 +205,7 @@ def test_batches_broadcast_and_every_item_is_processed(pipe):
 def test_progress_reports_every_step_and_can_cancel(pipe):
     seen = []
     pipe.fuse(_img(64, 48, 1), _img(64, 48, 2), progress=lambda s, t: seen.append((s, t)), steps=3, max_side=64)
-    assert seen == [(1, 3), (2, 3), (3, 3)]
+    assert seen == [(0, 3), (1, 3), (2, 3), (3, 3)]  # 0 before the prefill: a bar shows from the start
 
     class Cancelled(Exception):
         pass
