@@ -265,7 +265,7 @@ def test_sampling_defaults_follow_the_model(pipe):
     seen = []
     pipe.fuse(_img(64, 48, 1), _img(64, 48, 2), steps=0, cfg=-1, img_cfg=-1, max_side=64,
               progress=lambda s, t: seen.append(t))
-    assert seen == [d["steps"]] * d["steps"]
+    assert seen == [d["steps"]] * (d["steps"] + 1)  # (0, total) before the prefill, then one per step
 
 
 def test_non_finite_settings_fail_before_any_work(pipe):
