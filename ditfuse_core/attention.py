@@ -93,7 +93,8 @@ def _plan(wq, wk, wv, wo, heads: int, hd: int) -> HeadPlan:
     used = v.any(1)
     active = used.nonzero().flatten()
     sub = None if bool(used.all()) else active
-    widths = [min(hd, -(-max(int(qk[h].sum()), int(v[h].sum()), 1) // NARROW) * NARROW) for h in active.tolist()]
+    need = torch.maximum(qk.sum(1), v.sum(1)).clamp(min=1)  # dims a head cannot do without
+    widths = ((need + NARROW - 1) // NARROW * NARROW).clamp(max=hd)[active].tolist()
     if all(w == hd for w in widths):
         return HeadPlan(sub, None)
     device = wq.device
