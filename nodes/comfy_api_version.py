@@ -1,8 +1,9 @@
 """The node API this pack builds on: the newest versioned `comfy_api` the running ComfyUI has.
 
-Why: `comfy_api.latest` changes with ComfyUI (marked unstable upstream); a versioned module (`v0_0_3` since
-ComfyUI 0.8, `v0_0_2` in 0.3.75) keeps its names when ComfyUI moves on. Older ComfyUIs without any fall back to
-`latest`.
+Why: `comfy_api.latest` is marked unstable upstream; a named version is what core offers custom nodes instead.
+`v0_0_2` is the newest in 0.3.75 … 0.33.0; `v0_0_3` (adds `sdk`) comes after 0.33.0. Both re-export `latest`'s
+`io`, `ui` and `ComfyExtension` unchanged, so this picks a name, not a frozen copy. ComfyUIs without either fall
+back to `latest`.
 """
 from __future__ import annotations
 

@@ -414,7 +414,7 @@ def test_metrics_node():
 
 
 def test_pack_uses_the_newest_versioned_node_api():
-    """comfy_api.v0_0_3 where ComfyUI has it (0.8+), v0_0_2 on 0.3.75; `latest` only on trees without either."""
+    """comfy_api.v0_0_3 where ComfyUI has it (after 0.33), v0_0_2 on 0.3.75 … 0.33; `latest` on trees with neither."""
     import importlib.util
     import sys
 
