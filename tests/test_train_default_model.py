@@ -24,17 +24,21 @@ def _script():
     return build_default_model
 
 
+def _rebuild_args(out) -> list[str]:
+    """The bundled model's one-command recipe (ditfuse.json training.rebuild), its options only, writing to ``out``."""
+    command = json.loads((BUNDLED_MODEL / "ditfuse.json").read_text())["training"]["rebuild"]["command"].split()
+    args = [a for a in command[command.index("--vae-kind"):] if a != "--eval-vae"]
+    args[args.index("--out") + 1] = str(out)
+    return args
+
+
 def test_the_bundled_recipe_builds_a_linear_autoencoder_model_that_fuses(tmp_path):
     pack = tmp_path / "pack"
     pack.mkdir()
     images = sorted(EXAMPLES.glob("*.png"))
     (pack / "index.json").write_text(json.dumps({"sources": [{"image": str(p)} for p in images]}))
     out = tmp_path / "model"
-    bundled = json.loads((BUNDLED_MODEL / "ditfuse.json").read_text())["training"]["command"].split()
-    args = bundled[bundled.index("--vae-kind"):]  # the bundled command's options, without the script path
-    args = [a for a in args if a != "--eval-vae"]
-    args[args.index("--out") + 1] = str(out)
-    _script().main(args + ["--data", str(pack)])
+    _script().main(_rebuild_args(out) + ["--data", str(pack)])
 
     record = json.loads((out / "ditfuse.json").read_text())
     bundled_record = json.loads((BUNDLED_MODEL / "ditfuse.json").read_text())
@@ -52,6 +56,37 @@ def test_the_bundled_recipe_builds_a_linear_autoencoder_model_that_fuses(tmp_pat
     assert fused.shape == average.shape
     assert np.abs(fused - average).mean() < 2  # the detail-mapped average: close to averaging, not equal
     assert np.abs(fused - average).mean() > 0.1
+
+
+def test_the_one_command_recipe_rebuilds_the_shipped_weights(tmp_path):
+    """A fresh build from the training data (shared/data/train, packed as the build packs it) fuses the example pairs
+    as the shipped weights do, within 1 level of 255 on every task, the warm preset and a control adjustment: the
+    recipe and the shipped weights have not drifted apart. Skips without shared/data (CI's clean clone)."""
+    import pytest
+
+    from ditfuse_core.training.m3 import data_root
+    from ditfuse_core.training.pack import build_pack
+
+    mod = _script()
+    if (mod.PACK / "index.json").exists():
+        pack = mod.PACK
+    elif (data_root() / "train").is_dir():
+        pack = tmp_path / "pack"
+        build_pack(data_root(), pack)
+    else:
+        pytest.skip("shared/data/train not available")
+    out = tmp_path / "model"
+    mod.main(_rebuild_args(out) + ["--data", str(pack)])
+    shipped, rebuilt = (DiTFusePipeline.from_pretrained(m, device="cpu") for m in (BUNDLED_MODEL, out))
+    pairs = json.loads((EXAMPLES / "pairs.json").read_text())["pairs"]
+    for task, run in (("ivif", lambda p, a, b: p.fuse(a, b, task="ivif", instruction=WARM)),
+                      ("mff", lambda p, a, b: p.fuse(a, b, task="mff")),
+                      ("mef", lambda p, a, b: p.fuse(a, b, task="mef")),
+                      ("mef", lambda p, a, b: p.control(a, b, adjustment="CONTRAST+"))):
+        a, b = (Image.open(EXAMPLES / pairs[task][k]).convert("RGB") for k in ("image_1", "image_2"))
+        x, y = (np.asarray(run(p, a, b)[0], np.float64) for p in (shipped, rebuilt))
+        assert np.abs(x - y).max() <= 1, task
+        assert np.abs(x - y).mean() < 0.3, task
 
 
 def test_a_missing_training_pack_is_built_from_shared_data(tmp_path, monkeypatch):
