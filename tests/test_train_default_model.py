@@ -6,6 +6,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -69,8 +70,6 @@ def test_the_one_command_recipe_rebuilds_the_shipped_weights(tmp_path):
     """A fresh build from the training data (shared/data/train, packed as the build packs it) fuses the example pairs
     as the shipped weights do, within 1 level of 255 on every task, the warm preset and a control adjustment: the
     recipe and the shipped weights have not drifted apart. Skips without shared/data (CI's clean clone)."""
-    import pytest
-
     from ditfuse_core.training.m3 import data_root
     from ditfuse_core.training.pack import build_pack
 
@@ -85,14 +84,14 @@ def test_the_one_command_recipe_rebuilds_the_shipped_weights(tmp_path):
     mod.main(_rebuild_args(out) + ["--data", str(pack)])
     shipped, rebuilt = (DiTFusePipeline.from_pretrained(m, device="cpu") for m in (BUNDLED_MODEL, out))
     pairs = json.loads((EXAMPLES / "pairs.json").read_text())["pairs"]
-    for task, run in (("ivif", lambda p, a, b: p.fuse(a, b, task="ivif", instruction=WARM)),
-                      ("mff", lambda p, a, b: p.fuse(a, b, task="mff")),
-                      ("mef", lambda p, a, b: p.fuse(a, b, task="mef")),
-                      ("mef", lambda p, a, b: p.control(a, b, adjustment="CONTRAST+"))):
+    for case, task, run in (("ivif warm", "ivif", lambda p, a, b: p.fuse(a, b, task="ivif", instruction=WARM)),
+                            ("mff", "mff", lambda p, a, b: p.fuse(a, b, task="mff")),
+                            ("mef", "mef", lambda p, a, b: p.fuse(a, b, task="mef")),
+                            ("CONTRAST+", "mef", lambda p, a, b: p.control(a, b, adjustment="CONTRAST+"))):
         a, b = (Image.open(EXAMPLES / pairs[task][k]).convert("RGB") for k in ("image_1", "image_2"))
         x, y = (np.asarray(run(p, a, b)[0], np.float64) for p in (shipped, rebuilt))
-        assert np.abs(x - y).max() <= 1, task
-        assert np.abs(x - y).mean() < 0.3, task
+        assert np.abs(x - y).max() <= 1, case
+        assert np.abs(x - y).mean() < 0.3, case
 
 
 def test_a_missing_training_pack_is_built_from_shared_data(tmp_path, monkeypatch):
