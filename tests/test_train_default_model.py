@@ -33,6 +33,17 @@ def _rebuild_args(out) -> list[str]:
     return args
 
 
+def _shared_data_of(images, tmp_path, monkeypatch) -> Path:
+    """A stand-in shared/data whose BSDS500 training images are ``images`` (as JPEGs), set as DITFUSE_DATA; returns
+    their folder."""
+    bsds = tmp_path / "shared" / "data" / "train" / "natural" / "bsds500" / "images" / "train"
+    bsds.mkdir(parents=True)
+    for p in images:
+        Image.open(p).convert("RGB").save(bsds / f"{p.stem}.jpg")
+    monkeypatch.setenv("DITFUSE_DATA", str(tmp_path / "shared" / "data"))
+    return bsds
+
+
 def test_the_bundled_recipe_builds_a_linear_autoencoder_model_that_fuses(tmp_path, monkeypatch):
     """Every piece of the recipe runs on a tiny pack of the example images (they also stand in for the BSDS500 images
     the control layer measures its amounts on, as in CI's clean clone there is no shared/data)."""
@@ -40,11 +51,7 @@ def test_the_bundled_recipe_builds_a_linear_autoencoder_model_that_fuses(tmp_pat
     pack.mkdir()
     images = sorted(EXAMPLES.glob("*.png"))
     (pack / "index.json").write_text(json.dumps({"sources": [{"image": str(p)} for p in images]}))
-    bsds = tmp_path / "shared" / "data" / "train" / "natural" / "bsds500"
-    bsds.mkdir(parents=True)
-    for p in images:
-        Image.open(p).convert("RGB").save(bsds / f"{p.stem}.jpg")
-    monkeypatch.setenv("DITFUSE_DATA", str(tmp_path / "shared" / "data"))
+    _shared_data_of(images, tmp_path, monkeypatch)
     out = tmp_path / "model"
     _script().main(_rebuild_args(out) + ["--data", str(pack)])
 
@@ -66,22 +73,20 @@ def test_the_bundled_recipe_builds_a_linear_autoencoder_model_that_fuses(tmp_pat
     assert np.abs(fused - average).mean() > 0.1
 
 
-def test_the_one_command_recipe_rebuilds_the_shipped_weights(tmp_path):
-    """A fresh build from the training data (shared/data/train, packed as the build packs it) fuses the example pairs
-    as the shipped weights do, within 1 level of 255 on every task, the warm preset and a control adjustment: the
-    recipe and the shipped weights have not drifted apart. Skips without shared/data (CI's clean clone)."""
+def test_the_one_command_recipe_rebuilds_the_shipped_weights(tmp_path, monkeypatch):
+    """A fresh build from the training data (.devdata/pack, which the build packs from shared/data/train where it is
+    missing — here into tmp_path) fuses the example pairs as the shipped weights do, within 1 level of 255 on every
+    task, the warm preset and a control adjustment: the recipe and the shipped weights have not drifted apart. Skips
+    without shared/data (CI's clean clone)."""
     from ditfuse_core.training.m3 import data_root
-    from ditfuse_core.training.pack import build_pack
 
     if not (data_root() / "train").is_dir():  # the control layer measures its amounts there, whatever the pack
         pytest.skip("shared/data/train not available")
     mod = _script()
-    pack = mod.PACK
-    if not (pack / "index.json").exists():
-        pack = tmp_path / "pack"
-        build_pack(data_root(), pack)
+    if not (mod.PACK / "index.json").exists():
+        monkeypatch.setattr(mod, "PACK", tmp_path / "pack")
     out = tmp_path / "model"
-    mod.main(_rebuild_args(out) + ["--data", str(pack)])
+    mod.main(_rebuild_args(out))
     shipped, rebuilt = (DiTFusePipeline.from_pretrained(m, device="cpu") for m in (BUNDLED_MODEL, out))
     pairs = json.loads((EXAMPLES / "pairs.json").read_text())["pairs"]
     for case, task, run in (("ivif warm", "ivif", lambda p, a, b: p.fuse(a, b, task="ivif", instruction=WARM)),
@@ -97,11 +102,7 @@ def test_the_one_command_recipe_rebuilds_the_shipped_weights(tmp_path):
 def test_a_missing_training_pack_is_built_from_shared_data(tmp_path, monkeypatch):
     """The bundled model's one command works in a fresh clone: no .devdata/pack yet, shared/data present."""
     mod = _script()
-    bsds = tmp_path / "shared" / "data" / "train" / "natural" / "bsds500" / "images" / "train"
-    bsds.mkdir(parents=True)
-    for p in sorted(EXAMPLES.glob("mef_*.png")):
-        Image.open(p).convert("RGB").save(bsds / f"{p.stem}.jpg")
-    monkeypatch.setenv("DITFUSE_DATA", str(tmp_path / "shared" / "data"))
+    bsds = _shared_data_of(sorted(EXAMPLES.glob("mef_*.png")), tmp_path, monkeypatch)
     monkeypatch.setattr(mod, "PACK", tmp_path / "pack")
     assert mod._data_root(None) == str(tmp_path / "pack")
     index = json.loads((tmp_path / "pack" / "index.json").read_text())
